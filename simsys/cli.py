@@ -1,0 +1,122 @@
+"""The ``simsys`` command: the only module that imports click.
+
+Each command parses its options and calls one library function. Errors a user can cause
+(:class:`simsys.errors.SimsysError`) are printed as one line on stderr with exit code 1 and no
+traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import click
+
+from simsys.errors import SimsysError
+
+
+def _user_errors(fn):
+    """Turn SimsysError into a one-line message and exit code 1 (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except SimsysError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="simsys")
+def main(debug: bool) -> None:
+    """simsys: synthetic patient cohorts from causal graphs, with biases injected by known amounts."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_user_errors
+def validate(file: str) -> None:
+    """Check a scenario file and print its nodes, parents, roles and biases."""
+    from simsys.biases import bias_name
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(file)
+    spec = sc.spec
+    click.echo(f"scenario {spec.name}: {len(spec.nodes)} nodes, {len(spec.biases)} biases, seed {spec.seed}")
+    click.echo("nodes (in causal order):")
+    for n in sc.order:
+        parents = ", ".join(sc.parents[n]) or "-"
+        click.echo(f"  {n:<24} {spec.nodes[n].kind:<14} parents: {parents}")
+    r = spec.roles
+    click.echo(f"roles: group={r.group} target={r.target} features={', '.join(r.features)}")
+    click.echo("biases:")
+    for i, b in enumerate(spec.biases):
+        fields = b.model_dump(exclude_none=True, exclude={"type", "name", "description"})
+        click.echo(f"  [{i}] {bias_name(sc, i)}: {b.type} {json.dumps(fields)}")
+    if not spec.biases:
+        click.echo("  (none)")
+    click.echo("populations: " + ", ".join(
+        f"{k} (n={p.n}{', biased' if p.biased else ''})" for k, p in spec.populations.items()))
+    for w in sc.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo("ok")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), help="Patients to draw (default: the population's n).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Output file: .parquet or .csv")
+@click.option("--population", default="train", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
+@click.option("--biased/--clean", default=None, help="Force biases on or off (default: the population's flag).")
+@click.option("--threads", type=click.IntRange(min=1), help="Sampling threads (default: all cores).")
+@click.option("--chunk-size", type=click.IntRange(min=1000), default=1 << 20, show_default=True)
+@_user_errors
+def sample(file, n, output, population, seed, biased, threads, chunk_size) -> None:
+    """Draw a cohort and write it to Parquet or CSV, chunk by chunk (bounded memory)."""
+    from simsys.io import write_cohort
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(file)
+    if population not in sc.spec.populations:
+        raise SimsysError(f"{file}: populations: unknown population {population!r}; defined: {', '.join(sc.spec.populations)}")
+    n = n or sc.spec.populations[population].n
+    t0 = time.perf_counter()
+    rows = write_cohort(sc, output, n=n, seed=seed, population=population, biased=biased,
+                        threads=threads, chunk_size=chunk_size)
+    dt = time.perf_counter() - t0
+    click.echo(f"wrote {rows} of {n} patients to {output} in {dt:.2f} s", err=True)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format (for editors)."""
+    from simsys.scenario import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True)
+@_user_errors
+def run(file, seed, output_dir) -> None:
+    """Run a scenario's experiment and summarise its disparities."""
+    from simsys.summary import summarise_cohorts
+
+    summarise_cohorts(file, seed=seed, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
