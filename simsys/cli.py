@@ -106,17 +106,38 @@ def schema() -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
-@click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True)
+@click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True,
+              help="Runs write to OUTPUT_DIR/<scenario>/<run-id>/.")
+@click.option("--run-id", help="Name of the run folder (default: date-time and seed).")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True),
+              help="Finish an interrupted run folder without redoing its finished cells.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
+@click.option("--replicates", type=click.IntRange(min=1), help="Override the experiment's replicates.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
+@click.option("--allow-import", "allow_imports", is_flag=True,
+              help="Allow models imported from outside sklearn., simsys. and fairlearn. (runs their code).")
+@click.option("--save-predictions", is_flag=True, help="Also write the test cohort's predictions.")
 @_user_errors
-def run(file, seed, output_dir) -> None:
-    """Run a scenario's experiment and summarise its disparities."""
-    from simsys.summary import summarise_cohorts
+def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, scheduler,
+        allow_imports, save_predictions) -> None:
+    """Run a scenario's experiment: models, metrics against the truth, amplification."""
+    from simsys.runner import format_summary
+    from simsys.runner import run as run_experiment
 
-    summarise_cohorts(file, seed=seed, echo=click.echo)
+    if file is None and resume is None:
+        raise click.UsageError("give a scenario FILE, or --resume RUN_DIR")
+    result = run_experiment(file, seed=seed, workers=workers, executor=executor, scheduler=scheduler,
+                            output_dir=output_dir, run_id=run_id, resume=resume,
+                            allow_imports=allow_imports, save_predictions=save_predictions,
+                            progress=True, replicates=replicates)
+    click.echo(format_summary(result))
+    t = result.manifest.get("timings", {})
+    click.echo(f"results in {result.run_dir} ({t.get('wall', 0):.1f} s: sampling {t.get('sampling', 0):.1f} s, "
+               f"fitting {t.get('fitting', 0):.1f} s, metrics {t.get('metrics', 0):.1f} s, summed over cells)")
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

@@ -1,0 +1,730 @@
+"""The scenario runner: sweeps, replicates, candidate models, metrics against the truth.
+
+It owns the experiment: parsing a scenario's ``experiment`` block, expanding its sweep, seeding
+(one root seed per run; one child seed per replicate from ``numpy.random.SeedSequence``; every cell
+of a sweep within a replicate shares that seed, hence the same patients: common random numbers),
+running the cells on local processes or Dask, writing each finished cell atomically, resuming an
+interrupted run, and collecting tidy results.
+
+One task = one (sweep point, replicate). It samples, once, the biased training cohort, its clean
+twin (the same patients before any bias acted), a size-matched clean twin (as many clean patients
+as the biased cohort kept: who is in the data vs how much data; Chen, Johansson & Sontag 2018), a
+validation cohort and a test cohort from the deployment population; then, for every model, fits
+on each training set, chooses the threshold on validation, and measures on test against the truth
+and against the observed (biased) labels. Metric definitions: ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simsys import metrics as M
+from simsys.errors import ModelError, RunError, ScenarioError
+from simsys.models import (
+    ThresholdPolicy,
+    build_model,
+    choose_threshold,
+    limit_threads,
+    parse_threshold_policy,
+)
+from simsys.scenario import Scenario, from_dict, load_scenario, split_path
+from simsys.simulate import build_plan, run_plan
+
+log = logging.getLogger("simsys.run")
+
+#: Per-group metrics reported by default (see docs/metrics.md).
+DEFAULT_METRICS = ("n", "prevalence", "selection_rate", "tpr", "fpr", "fnr", "tnr", "ppv", "npv",
+                   "accuracy", "auroc", "brier", "ece", "calibration_in_the_large")
+#: Disparities whose amplification is reported (difference between groups, max - min).
+AMPLIFIED = ("fnr", "tpr", "fpr", "selection_rate", "accuracy", "auroc")
+TRAININGS = ("biased", "clean", "size_matched")
+RESULT_COLUMNS = ["point", "replicate", "model", "training", "reference", "scope", "group",
+                  "metric", "value", "reason"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A parsed ``experiment`` block."""
+
+    train: str
+    test: str
+    validation_n: int
+    test_n: int
+    models: tuple[dict, ...]
+    threshold: ThresholdPolicy
+    points: tuple[dict, ...]
+    replicates: int
+    metrics: tuple[str, ...]
+    bootstrap: int = 0
+
+
+_EXPERIMENT_KEYS = {"train", "test", "validation_n", "test_n", "models", "threshold", "sweep",
+                    "replicates", "metrics", "bootstrap", "description"}
+
+
+def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Experiment:
+    """Validate ``scenario.spec.experiment`` (defaults: both built-in models, fixed 0.5, 3 replicates).
+
+    Raises :class:`ScenarioError` / :class:`ModelError` with the key path, what was found and what is
+    allowed; every sweep point is applied once here so that a bad path fails before any work.
+    """
+    src = scenario.source
+    exp = dict(scenario.spec.experiment or {})
+
+    def fail(path, msg):
+        raise ScenarioError(src, f"experiment.{path}" if path else "experiment", msg)
+
+    for k in exp:
+        if k not in _EXPERIMENT_KEYS:
+            fail(k, f"unknown key; allowed: {', '.join(sorted(_EXPERIMENT_KEYS))}")
+    pops = scenario.spec.populations
+    train = exp.get("train", "train")
+    test = exp.get("test", "test")
+    for key, pop in (("train", train), ("test", test)):
+        if pop not in pops:
+            fail(key, f"unknown population {pop!r}; defined: {', '.join(pops)}")
+    test_n = _int(exp.get("test_n", pops[test].n), "test_n", fail, lo=1)
+    validation_n = _int(exp.get("validation_n", max(1000, test_n // 4)), "validation_n", fail, lo=10)
+    replicates = _int(exp.get("replicates", 3), "replicates", fail, lo=1)
+    bootstrap = _int(exp.get("bootstrap", 0), "bootstrap", fail, lo=0)
+    models = exp.get("models", [{"model": "logistic_regression"}, {"model": "gradient_boosting"}])
+    if not isinstance(models, list) or not models:
+        fail("models", f"expected a non-empty list of models, got {models!r}")
+    names = set()
+    for i, spec in enumerate(models):
+        if isinstance(spec, str):
+            models[i] = spec = {"model": spec}
+        build_model(spec, random_state=0, allow_imports=allow_imports, source=src,
+                    key=f"experiment.models[{i}]")
+        nm = spec.get("name", spec.get("model"))
+        if nm in names:
+            fail(f"models[{i}].name", f"duplicate model name {nm!r}; give each model a distinct name")
+        names.add(nm)
+    threshold = parse_threshold_policy(exp.get("threshold"), source=src, key="experiment.threshold")
+    metrics = exp.get("metrics", list(DEFAULT_METRICS))
+    if not isinstance(metrics, list) or not metrics:
+        fail("metrics", "expected a non-empty list of metric names")
+    for i, m in enumerate(metrics):
+        if m not in M.METRIC_NAMES:
+            fail(f"metrics[{i}]", f"unknown metric {m!r}; allowed: {', '.join(M.METRIC_NAMES)}")
+    points = expand_sweep(scenario, exp.get("sweep"))
+    return Experiment(train, test, validation_n, test_n, tuple(models), threshold, tuple(points),
+                      replicates, tuple(metrics), bootstrap)
+
+
+def _int(v, key, fail, lo):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        fail(key, f"expected an integer >= {lo}, got {v!r}")
+    return v
+
+
+def expand_sweep(scenario: Scenario, sweep: Mapping | None) -> list[dict]:
+    """The sweep's points: every combination of ``grid`` values, then the explicit ``points``.
+
+    ``grid`` maps dotted paths (``biases[0].keep``, ``params.dark_share``) to lists of values; an
+    empty list is an error naming the path, and so is a path that names nothing.
+    """
+    src = scenario.source
+    if not sweep:
+        return [{}]
+    if not isinstance(sweep, Mapping):
+        raise ScenarioError(src, "experiment.sweep", "expected a mapping with 'grid' and/or 'points'")
+    extra = set(sweep) - {"grid", "points"}
+    if extra:
+        raise ScenarioError(src, f"experiment.sweep.{sorted(extra)[0]}", "unknown key; allowed: grid, points")
+    grid = sweep.get("grid") or {}
+    points: list[dict] = []
+    if grid:
+        if not isinstance(grid, Mapping):
+            raise ScenarioError(src, "experiment.sweep.grid", "expected a mapping path -> list of values")
+        for path, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ScenarioError(src, f"experiment.sweep.grid.{path}",
+                                    f"expected a non-empty list of values, got {values!r}")
+        keys = list(grid)
+        points += [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    for i, p in enumerate(sweep.get("points") or []):
+        if not isinstance(p, Mapping) or not p:
+            raise ScenarioError(src, f"experiment.sweep.points[{i}]", "expected a mapping path -> value")
+        points.append(dict(p))
+    if not points:
+        raise ScenarioError(src, "experiment.sweep", "the sweep has no points; give a grid or points")
+    for i, p in enumerate(points):
+        for path in p:
+            try:
+                split_path(path)
+            except ValueError:
+                raise ScenarioError(src, "experiment.sweep", f"{path!r} is not a key path such as 'biases[0].keep'") from None
+            if path.startswith("experiment"):
+                raise ScenarioError(src, f"experiment.sweep.{path}", "cannot sweep the experiment itself")
+        try:
+            scenario.with_values(p)
+        except ScenarioError as exc:
+            raise ScenarioError(src, f"experiment.sweep ({exc.path})", exc.message) from None
+    return points
+
+
+# --- seeds ------------------------------------------------------------------------------------------
+def replicate_seeds(root_seed: int, replicates: int) -> list[int]:
+    """One 63-bit seed per replicate: ``SeedSequence(root).spawn(replicates)``, in order."""
+    children = np.random.SeedSequence(int(root_seed)).spawn(replicates)
+    return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
+
+
+def model_seed(replicate_seed: int, model_index: int) -> int:
+    """The random_state of a model in a replicate (same for every cell: common random numbers)."""
+    ss = np.random.SeedSequence(replicate_seed, spawn_key=(7, model_index))
+    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# --- one task ------------------------------------------------------------------------------------
+@dataclass
+class GroupCoding:
+    """Integer group codes (intersections of several group attributes) and their labels."""
+
+    nodes: list[str]
+    cards: list[int]
+    labels: list[str]
+    reference: int | None
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> GroupCoding:
+        nodes = scenario.groups
+        cats = [scenario.categories(g) for g in nodes]
+        cards = [len(c) for c in cats]
+        labels = [" & ".join(f"{g}={c[i]}" for g, c, i in zip(nodes, cats, idx))
+                  for idx in itertools.product(*(range(k) for k in cards))]
+        ref = None
+        rg = scenario.spec.roles.reference_group
+        if rg:
+            from simsys.scenario import selector_code
+
+            idx = [selector_code(scenario, g, rg[g]) if g in rg else 0 for g in nodes]
+            ref = cls._combine(idx, cards)
+        return cls(nodes, cards, labels, ref)
+
+    @staticmethod
+    def _combine(idx, cards):
+        code = 0
+        for i, k in zip(idx, cards):
+            code = code * k + i
+        return code
+
+    def codes(self, cohort) -> np.ndarray:
+        code = np.zeros(cohort.n, dtype=np.int64)
+        for g, k in zip(self.nodes, self.cards):
+            code = code * k + cohort.column(g).astype(np.int64)
+        return code
+
+
+def _features(cohort, names: list[str], observed: bool) -> np.ndarray:
+    cols = []
+    obs = cohort.plan.observation.observed
+    for f in names:
+        cols.append(cohort.column(obs[f] if observed and f in obs else f).astype(np.float64))
+    return np.ascontiguousarray(np.column_stack(cols))
+
+
+def run_task(scenario: Scenario, experiment: Experiment, point_index: int, replicate: int,
+             seed: int, *, allow_imports: bool = False, save_predictions: bool = False) -> dict:
+    """Run one (sweep point, replicate) for every model; return rows, errors and timings."""
+    t_sample = t_fit = t_metrics = 0.0
+    rows: list[tuple] = []
+    errors: list[dict] = []
+    predictions: list[pd.DataFrame] = []
+    point = experiment.points[point_index]
+    sc = scenario.with_values(point) if point else scenario
+    spec = sc.spec
+    target = spec.roles.target
+    features = list(spec.roles.features)
+    coding = GroupCoding.of(sc)
+    G = len(coding.labels)
+    with limit_threads(1):
+        t0 = time.perf_counter()
+        n_train = spec.populations[experiment.train].n
+        biased = run_plan(build_plan(sc, experiment.train, biased=True), n_train, seed, threads=1)
+        clean = run_plan(build_plan(sc, experiment.train, biased=False), n_train, seed, threads=1)
+        test_plan = build_plan(sc, experiment.test, biased=True)
+        test = run_plan(test_plan, experiment.test_n, seed, filter=False, threads=1)
+        val = run_plan(test_plan, experiment.validation_n, seed, start=experiment.test_n,
+                       filter=False, threads=1)
+        test_obs_features = spec.populations[experiment.test].biased
+        g_test = coding.codes(test)
+        g_val = coding.codes(val)
+        y_test = test.column(target).astype(np.int64)
+        y_test_obs = test.column(target + "_observed").astype(np.int64)
+        X_test = _features(test, features, test_obs_features)
+        X_val = _features(val, features, test_obs_features)
+        y_val = val.column(target).astype(np.int64)
+        m = biased.n
+        sets = {
+            "biased": (_features(biased, features, True), biased.column(target + "_observed").astype(np.int64), coding.codes(biased)),
+            "clean": (_features(clean, features, False), clean.column(target).astype(np.int64), coding.codes(clean)),
+        }
+        sets["size_matched"] = tuple(a[:m] for a in sets["clean"])
+        t_sample += time.perf_counter() - t0
+
+        # what the training labels already carry, relative to the truth (D_data)
+        t0 = time.perf_counter()
+        g_b = sets["biased"][2]
+        y_true_b = biased.column(target).astype(np.int64)
+        data_vals = M.binary_metrics(y_true_b, sets["biased"][1], None, g_b, G)
+        data_disp = {k: M.difference(data_vals[k][:G]) for k in AMPLIFIED if k not in ("auroc",)}
+        for k in ("n", "prevalence", "selection_rate", "fnr", "fpr"):
+            for gi in range(G + 1):
+                rows.append(("data", "biased", "truth", "group", _glabel(coding, gi), f"label_{k}", float(data_vals[k][gi]), None))
+        t_metrics += time.perf_counter() - t0
+
+        for mi, mspec in enumerate(experiment.models):
+            name = mspec.get("name", mspec["model"])
+            cand = build_model(mspec, random_state=model_seed(seed, mi), allow_imports=allow_imports,
+                               source=sc.source, key=f"experiment.models[{mi}]")
+            dmodel: dict[str, dict[str, float]] = {}
+            preds_biased = None
+            for training in TRAININGS:
+                X, y, g = sets[training]
+                try:
+                    t0 = time.perf_counter()
+                    fitted = cand.fit(X, y, group=g if cand.receives_group else None)
+                    s_val = fitted.predict_score(X_val, group=g_val if cand.receives_group else None)
+                    s_test = fitted.predict_score(X_test, group=g_test if cand.receives_group else None)
+                    thr = 0.5 if fitted.hard_predictions_only else choose_threshold(experiment.threshold, y_val, s_val)
+                    t_fit += time.perf_counter() - t0
+                except (ModelError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+                    errors.append({"point": point_index, "replicate": replicate, "model": name,
+                                   "training": training, "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                t0 = time.perf_counter()
+                yhat = (s_test >= thr).astype(np.int64)
+                score = None if fitted.hard_predictions_only else s_test
+                rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr), None))
+                for reference, y_ref in (("truth", y_test), ("observed", y_test_obs)):
+                    vals, reasons = M.binary_metrics(y_ref, yhat, score, g_test, G, with_reasons=True)
+                    for k in experiment.metrics:
+                        for gi in range(G + 1):
+                            rows.append((name, training, reference, "group", _glabel(coding, gi), k,
+                                         float(vals[k][gi]), reasons[k][gi]))
+                        v = vals[k][:G]
+                        rows.append((name, training, reference, "disparity", "", f"{k}_difference", M.difference(v), None))
+                        rows.append((name, training, reference, "disparity", "", f"{k}_ratio", M.ratio(v), None))
+                        if coding.reference is not None:
+                            d = M.difference_to_reference(v, coding.reference)
+                            for gi in range(G):
+                                if gi != coding.reference:
+                                    rows.append((name, training, reference, "disparity", coding.labels[gi],
+                                                 f"{k}_minus_reference", float(d[gi]), None))
+                    fair = {
+                        "demographic_parity_difference": M.demographic_parity_difference(yhat, g_test),
+                        "equal_opportunity_difference": M.equal_opportunity_difference(y_ref, yhat, g_test),
+                        "equalized_odds_difference": M.equalized_odds_difference(y_ref, yhat, g_test),
+                        "underdiagnosis_gap": M.underdiagnosis_gap(y_ref, yhat, g_test),
+                    }
+                    for k, v in fair.items():
+                        rows.append((name, training, reference, "disparity", "", k, float(v), None))
+                    if reference == "truth":
+                        dmodel[training] = {k: M.difference(vals[k][:G]) for k in AMPLIFIED}
+                        dmodel[training]["directional_bias_amplification"] = M.directional_bias_amplification(
+                            g_b, sets["biased"][1], g_test, yhat, y_test, n_groups=G)
+                if training == "biased":
+                    preds_biased = (s_test, yhat)
+                t_metrics += time.perf_counter() - t0
+            if "biased" in dmodel:
+                t0 = time.perf_counter()
+                for k in AMPLIFIED:
+                    dm = dmodel["biased"][k]
+                    amp = {"d_model": dm}
+                    if k in data_disp:
+                        dd = data_disp[k]
+                        amp.update(d_data=dd, addition=dm - dd, ratio=(dm / dd) if dd != 0 else np.nan)
+                    if "clean" in dmodel:
+                        amp["caused"] = dm - dmodel["clean"][k]
+                    if "size_matched" in dmodel:
+                        amp["caused_size_matched"] = dm - dmodel["size_matched"][k]
+                    for part, v in amp.items():
+                        rows.append((name, "biased", "truth", "amplification", "", f"{k}_difference.{part}", float(v), None))
+                rows.append((name, "biased", "truth", "amplification", "", "directional_bias_amplification",
+                             float(dmodel["biased"]["directional_bias_amplification"]), None))
+                t_metrics += time.perf_counter() - t0
+            if save_predictions and preds_biased is not None:
+                predictions.append(pd.DataFrame({
+                    "point": point_index, "replicate": replicate, "model": name,
+                    "patient_id": test.patient_id, "group": g_test, "y_true": y_test,
+                    "y_observed": y_test_obs, "score": preds_biased[0], "y_pred": preds_biased[1]}))
+    frame = pd.DataFrame(rows, columns=["model", "training", "reference", "scope", "group", "metric", "value", "reason"])
+    frame.insert(0, "replicate", replicate)
+    frame.insert(0, "point", point_index)
+    for path, value in point.items():
+        frame[path] = value
+    return {"rows": frame, "errors": errors, "predictions": predictions,
+            "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
+            "n_train_biased": int(m), "n_train_clean": int(clean.n)}
+
+
+def _glabel(coding: GroupCoding, gi: int) -> str:
+    return coding.labels[gi] if gi < len(coding.labels) else "overall"
+
+
+def _task_entry(args):
+    """Process-pool entry point (module level so it pickles)."""
+    scenario_data, source, experiment, pi, rep, seed, allow_imports, save_predictions = args
+    scenario = from_dict(scenario_data, source=source)
+    try:
+        return run_task(scenario, experiment, pi, rep, seed, allow_imports=allow_imports,
+                        save_predictions=save_predictions)
+    except Exception as exc:  # a failing task is recorded, the run goes on
+        return {"rows": None, "errors": [{"point": pi, "replicate": rep, "model": "", "training": "",
+                                          "error": f"{type(exc).__name__}: {exc}",
+                                          "traceback": traceback.format_exc()}],
+                "predictions": [], "timings": {}, "n_train_biased": 0, "n_train_clean": 0}
+
+
+def _init_worker():
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ["SIMSYS_THREADS"] = "1"
+
+
+# --- the run ---------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """What a run produced: the tidy results, the summary with intervals, errors, and where."""
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    errors: pd.DataFrame
+    run_dir: Path | None
+    manifest: dict = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=2, default=str)))
+
+
+def _versions() -> dict:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("simsys", "numpy", "numba", "pandas", "scikit-learn", "networkx", "pyarrow", "fairlearn"):
+        try:
+            from importlib.metadata import version
+
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = None
+    return out
+
+
+def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, workers: int | None = None,
+        executor: str = "local", scheduler: str | None = None, output_dir: str | os.PathLike | None = "outputs",
+        run_id: str | None = None, resume: str | os.PathLike | None = None, allow_imports: bool = False,
+        save_predictions: bool = False, progress: bool = False, replicates: int | None = None) -> RunResult:
+    """Run a scenario's experiment and return its results as DataFrames.
+
+    Parameters
+    ----------
+    scenario : Scenario or path
+    seed : int, optional
+        Root seed (default: the scenario's). Every replicate's seed derives from it.
+    workers : int, optional
+        Local worker processes (default: the cores available). Results do not depend on it.
+    executor : {"local", "dask"}
+        ``dask`` sends tasks to a Dask scheduler (``scheduler`` address, or a local cluster).
+    output_dir : path or None
+        Writes ``<output_dir>/<scenario>/<run_id>/``; None keeps everything in memory.
+    resume : path, optional
+        A run folder to finish: its manifest gives the scenario and seed; finished cells are kept.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        mpath = run_dir / "manifest.json"
+        if not mpath.is_file():
+            raise RunError(f"{run_dir}: not a run folder (no manifest.json)")
+        manifest = json.loads(mpath.read_text())
+        scenario = from_dict(manifest["scenario"], source=manifest["source"])
+        seed = manifest["seed"]
+        allow_imports = manifest.get("allow_imports", allow_imports)
+        save_predictions = manifest.get("save_predictions", save_predictions)
+        replicates = manifest.get("replicates_override")
+    else:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        run_dir = None
+    if replicates is not None:
+        data = dict(scenario.data)
+        data["experiment"] = {**(data.get("experiment") or {}), "replicates": int(replicates)}
+        scenario = from_dict(data, source=scenario.source)
+    experiment = parse_experiment(scenario, allow_imports=allow_imports)
+    root_seed = int(scenario.spec.seed if seed is None else seed)
+    seeds = replicate_seeds(root_seed, experiment.replicates)
+    tasks = [(pi, rep) for rep in range(experiment.replicates) for pi in range(len(experiment.points))]
+
+    if output_dir is not None and run_dir is None:
+        rid = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-s{root_seed}"
+        run_dir = Path(output_dir) / scenario.name / rid
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"{run_dir}: run folder exists and is not empty; use --resume to finish it")
+    if run_dir is not None:
+        (run_dir / "cells").mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    manifest = {
+        "simsys_run": 1, "scenario_name": scenario.name, "source": scenario.source,
+        "scenario": scenario.data, "scenario_sha256": scenario.digest(), "seed": root_seed,
+        "replicate_seeds": seeds, "cells": [
+            {"point": pi, "replicate": rep, "seed": seeds[rep], "settings": experiment.points[pi]}
+            for pi, rep in tasks],
+        "models": list(experiment.models), "allow_imports": allow_imports,
+        "save_predictions": save_predictions, "replicates_override": replicates,
+        "versions": _versions(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "status": "running",
+    }
+    t_start = time.perf_counter()
+    if run_dir is not None:
+        if resume is not None:
+            old = json.loads((run_dir / "manifest.json").read_text())
+            manifest["started"] = old.get("started")
+            manifest["resumed"] = _dt.datetime.now().isoformat(timespec="seconds")
+        _write_json(run_dir / "manifest.json", manifest)
+        log.info("run %s: %d tasks (%d points x %d replicates), seed %d", run_dir.name, len(tasks),
+                 len(experiment.points), experiment.replicates, root_seed)
+
+    done: dict[tuple[int, int], dict] = {}
+    if run_dir is not None:
+        for pi, rep in tasks:
+            cell = _cell_path(run_dir, pi, rep)
+            if cell.is_file():
+                done[(pi, rep)] = _read_cell(cell)
+    todo = [t for t in tasks if t not in done]
+    payload = [(scenario.data, scenario.source, experiment, pi, rep, seeds[rep], allow_imports, save_predictions)
+               for pi, rep in todo]
+
+    def finished(key, res):
+        done[key] = res
+        if run_dir is not None:
+            _write_cell(run_dir, key, res)
+            for e in res["errors"]:
+                log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
+                            e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
+
+    bar = _progress(len(tasks), len(done), progress)
+    try:
+        for key, res in _execute(payload, workers=workers, executor=executor, scheduler=scheduler):
+            finished(key, res)
+            bar.update(1)
+    finally:
+        bar.close()
+
+    frames = [done[t]["rows"] for t in tasks if done[t]["rows"] is not None]
+    results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    errs = [e for t in tasks for e in done[t]["errors"]]
+    errors = pd.DataFrame(errs, columns=["point", "replicate", "model", "training", "error"])
+    summary = summarise(results, experiment)
+    timings = {k: float(sum(done[t]["timings"].get(k, 0.0) for t in tasks)) for k in ("sampling", "fitting", "metrics")}
+    timings["wall"] = time.perf_counter() - t_start
+    manifest.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                    timings=timings, errors=len(errs),
+                    train_sizes={f"{pi}/{rep}": [done[(pi, rep)].get("n_train_biased"), done[(pi, rep)].get("n_train_clean")] for pi, rep in tasks})
+    if run_dir is not None:
+        _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions)
+        _write_json(run_dir / "manifest.json", manifest)
+        log.info("finished: %d result rows, %d errors, %.1f s", len(results), len(errs), timings["wall"])
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+    return RunResult(results, summary, errors, run_dir, manifest)
+
+
+def _progress(total, initial, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="cells", unit="cell", file=sys.stderr)
+
+
+def _execute(payload, *, workers, executor, scheduler):
+    """Yield ((point, replicate), result) as tasks finish, on the chosen executor."""
+    if not payload:
+        return
+    keys = [(p[3], p[4]) for p in payload]
+    if executor == "dask":
+        try:
+            from dask.distributed import Client, LocalCluster, as_completed
+        except ImportError:
+            raise RunError("the dask executor needs the optional extra: pip install 'simsys[dask]'") from None
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            n = workers or _cores()
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        try:
+            client.run(_init_worker)
+            futs = {client.submit(_task_entry, p, pure=False): k for p, k in zip(payload, keys)}
+            for fut in as_completed(futs):
+                yield futs[fut], fut.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    if executor != "local":
+        raise RunError(f"unknown executor {executor!r}; allowed: local, dask")
+    n = workers or _cores()
+    if n <= 1 or len(payload) == 1:
+        for p, k in zip(payload, keys):
+            yield k, _task_entry(p)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(n, len(payload)), mp_context=ctx, initializer=_init_worker) as pool:
+        futs = {pool.submit(_task_entry, p): k for p, k in zip(payload, keys)}
+        for fut in as_completed(futs):
+            yield futs[fut], fut.result()
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def _cell_path(run_dir: Path, pi: int, rep: int) -> Path:
+    return run_dir / "cells" / f"point{pi:04d}_rep{rep:03d}.parquet"
+
+
+def _write_cell(run_dir: Path, key, res) -> None:
+    """A finished cell, atomically: its rows, with its errors and timings in the file metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = res["rows"] if res["rows"] is not None else pd.DataFrame(columns=RESULT_COLUMNS)
+    table = pa.Table.from_pandas(rows.astype({"reason": "object"}), preserve_index=False)
+    meta = {b"simsys": json.dumps({k: res[k] for k in ("errors", "timings", "n_train_biased", "n_train_clean")},
+                                  default=str).encode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    _atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
+    for i, pred in enumerate(res.get("predictions") or []):
+        pdir = run_dir / "predictions"
+        pdir.mkdir(exist_ok=True)
+        _atomic_write(pdir / f"point{key[0]:04d}_rep{key[1]:03d}_{i}.parquet",
+                      lambda t, pred=pred: pred.to_parquet(t, index=False))
+
+
+def _read_cell(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"simsys"])
+    rows = table.to_pandas()
+    return {"rows": rows if len(rows) else None, "predictions": [], **meta}
+
+
+def _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions) -> None:
+    _atomic_write(run_dir / "results.parquet", lambda t: results.to_parquet(t, index=False))
+    _atomic_write(run_dir / "results.csv", lambda t: results.to_csv(t, index=False))
+    _atomic_write(run_dir / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
+    _atomic_write(run_dir / "summary.csv", lambda t: summary.to_csv(t, index=False))
+    _atomic_write(run_dir / "errors.csv", lambda t: errors.to_csv(t, index=False))
+
+
+# --- summaries -------------------------------------------------------------------------------------
+def summarise(results: pd.DataFrame, experiment: Experiment | None = None) -> pd.DataFrame:
+    """Mean, sd and 95% interval across replicates for every (point, model, ..., metric).
+
+    The interval is the mean +- t(0.975, R-1) * sd / sqrt(R) (Student's t over the R independent
+    replicates); with one replicate it is NaN.
+    """
+    if results.empty:
+        return pd.DataFrame()
+    from scipy import stats
+
+    keys = [c for c in results.columns if c not in ("replicate", "value", "reason")]
+    g = results.groupby(keys, dropna=False, sort=False)["value"]
+    out = g.agg(mean="mean", sd="std", n_replicates="count").reset_index()
+    t = stats.t.ppf(0.975, np.maximum(out["n_replicates"] - 1, 1))
+    half = t * out["sd"] / np.sqrt(out["n_replicates"])
+    half[out["n_replicates"] < 2] = np.nan
+    out["lo"] = out["mean"] - half
+    out["hi"] = out["mean"] + half
+    return out
+
+
+def headline(result: RunResult, metric: str = "fnr_difference") -> pd.DataFrame:
+    """The headline rows: per sweep point and model, a disparity against the truth and its parts."""
+    s = result.summary
+    if s.empty:
+        return s
+    sel = s[(s["scope"] == "amplification") & s["metric"].str.startswith(metric + ".")]
+    settings = [c for c in s.columns if c not in ("point", "model", "training", "reference", "scope", "group",
+                                                   "metric", "mean", "sd", "n_replicates", "lo", "hi")]
+    sel = sel.assign(part=sel["metric"].str.split(".").str[1])
+    return sel[["point", *settings, "model", "part", "mean", "lo", "hi"]]
+
+
+def format_summary(result: RunResult, metrics=("fnr_difference", "auroc_difference")) -> str:
+    """A short readable summary for the terminal."""
+    lines = []
+    s = result.summary
+    if s.empty:
+        return "no results (every cell failed; see errors.csv)"
+    settings = [c for c in s.columns if c not in ("point", "model", "training", "reference", "scope", "group",
+                                                   "metric", "mean", "sd", "n_replicates", "lo", "hi")]
+
+    def fmt(row):
+        if pd.isna(row["lo"]):
+            return f"{row['mean']:+.3f}"
+        return f"{row['mean']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
+
+    for metric in metrics:
+        lines.append(f"{metric.replace('_', ' ')} between groups, against the truth (mean [95% interval]):")
+        h = headline(result, metric)
+        if h.empty:
+            continue
+        header = "  " + "  ".join(f"{c:>18}" for c in settings) + f"  {'model':<20} {'model gap':>26} {'caused by the biases':>26} {'gap in training labels':>24}"
+        lines.append(header)
+        for (pi, model), grp in h.groupby(["point", "model"], sort=True):
+            parts = {r["part"]: r for _, r in grp.iterrows()}
+            vals = "  ".join(f"{grp.iloc[0][c]!s:>18}" for c in settings)
+            dm = fmt(parts["d_model"]) if "d_model" in parts else "-"
+            ca = fmt(parts["caused"]) if "caused" in parts else "-"
+            dd = fmt(parts["d_data"]) if "d_data" in parts else "-"
+            lines.append(f"  {vals}  {model:<20} {dm:>26} {ca:>26} {dd:>24}")
+    if len(result.errors):
+        lines.append(f"{len(result.errors)} cell(s) failed; see errors.csv")
+    return "\n".join(lines)
+
+
+__all__ = ["Experiment", "RunResult", "expand_sweep", "format_summary", "parse_experiment", "run",
+           "summarise"]
+
