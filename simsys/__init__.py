@@ -4,7 +4,9 @@ The public API is small:
 
 - :func:`load_scenario` reads and validates a scenario file;
 - :func:`sample` draws a cohort (true and observed columns side by side);
-- :func:`counterfactual` recomputes a cohort under an intervention with the same noise.
+- :func:`counterfactual` recomputes a cohort under an intervention with the same noise;
+- :func:`run` runs a scenario's experiment (models, metrics against the truth, amplification) and
+  returns its results as DataFrames (imported on first use: it brings scikit-learn along).
 """
 
 from simsys.errors import SimsysError
@@ -12,6 +14,15 @@ from simsys.scenario import Scenario, from_dict, load_scenario
 from simsys.simulate import counterfactual, iter_chunks, sample
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``simsys.run`` is loaded lazily so that sampling does not pay for importing scikit-learn.
+    if name == "run":
+        from simsys.runner import run
+
+        return run
+    raise AttributeError(f"module 'simsys' has no attribute {name!r}")
 
 __all__ = [
     "Scenario",
@@ -21,5 +32,6 @@ __all__ = [
     "from_dict",
     "iter_chunks",
     "load_scenario",
+    "run",
     "sample",
 ]

@@ -164,7 +164,7 @@ def expand_sweep(scenario: Scenario, sweep: Mapping | None) -> list[dict]:
         points.append(dict(p))
     if not points:
         raise ScenarioError(src, "experiment.sweep", "the sweep has no points; give a grid or points")
-    for i, p in enumerate(points):
+    for p in points:
         for path in p:
             try:
                 split_path(path)
@@ -713,7 +713,7 @@ def format_summary(result: RunResult, metrics=("fnr_difference", "auroc_differen
             continue
         header = "  " + "  ".join(f"{c:>18}" for c in settings) + f"  {'model':<20} {'model gap':>26} {'caused by the biases':>26} {'gap in training labels':>24}"
         lines.append(header)
-        for (pi, model), grp in h.groupby(["point", "model"], sort=True):
+        for (_point, model), grp in h.groupby(["point", "model"], sort=True):
             parts = {r["part"]: r for _, r in grp.iterrows()}
             vals = "  ".join(f"{grp.iloc[0][c]!s:>18}" for c in settings)
             dm = fmt(parts["d_model"]) if "d_model" in parts else "-"

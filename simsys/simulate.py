@@ -116,7 +116,7 @@ def build_plan(scenario: Scenario, population: str = "train", *, biased: bool | 
     pop = spec.populations[population]
     biased = pop.biased if biased is None else bool(biased)
     interventions: dict[str, object] = {}
-    for node, value in pop.do.items():
+    for node in pop.do:
         interventions[node] = scenario.formulas[f"populations.{population}.do.{node}"]
     n_inputs = 0
     for node, value in (do or {}).items():
