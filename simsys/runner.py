@@ -336,6 +336,19 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     }
                     for k, v in fair.items():
                         rows.append((name, training, reference, "disparity", "", k, float(v), None))
+                    if reference == "truth" and training == "biased" and experiment.bootstrap:
+                        # within-cohort uncertainty: percentile intervals over resampled test rows
+                        boot = M.bootstrap_metrics(
+                            y_ref, yhat, score, g_test, G, n_resamples=experiment.bootstrap,
+                            seed=np.random.SeedSequence(seed, spawn_key=(11, mi)),
+                            metrics=tuple(experiment.metrics))
+                        lo, hi = M.bootstrap_interval(boot)
+                        for j, k in enumerate(experiment.metrics):
+                            for gi in range(G + 1):
+                                rows.append((name, training, reference, "bootstrap", _glabel(coding, gi),
+                                             f"{k}.lo", float(lo[j, gi]), None))
+                                rows.append((name, training, reference, "bootstrap", _glabel(coding, gi),
+                                             f"{k}.hi", float(hi[j, gi]), None))
                     if reference == "truth":
                         dmodel[training] = {k: M.difference(vals[k][:G]) for k in AMPLIFIED}
                         dmodel[training]["directional_bias_amplification"] = M.directional_bias_amplification(
