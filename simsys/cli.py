@@ -115,7 +115,8 @@ def schema() -> None:
               help="Finish an interrupted run folder without redoing its finished cells.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
 @click.option("--replicates", type=click.IntRange(min=1), help="Override the experiment's replicates.")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where cells run: local processes, or Dask (needs the simsys[dask] extra).")
 @click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
 @click.option("--allow-import", "allow_imports", is_flag=True,
               help="Allow models imported from outside sklearn., simsys. and fairlearn. (runs their code).")

@@ -23,6 +23,7 @@ chains allowed), ``and``/``or``/``not`` (truthiness: non-zero), ``True``/``False
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,9 @@ def parse(text: str | float | int | bool) -> Expr:
     if not text.strip():
         raise ExpressionError("empty formula; expected a number or a formula such as '0.5 + 0.1*age'")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # Python's SyntaxWarnings ('1and x') are not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse {text!r}: {exc.msg}") from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
@@ -268,8 +271,8 @@ def _eval(e: Expr, env):
             out = out * (x != 0)
         return f64(1.0) * out
     if op == "or":
-        out = f64(0.0) * a[0]
-        for x in a:
+        out = f64(1.0) * (a[0] != 0)  # not 0*a[0]: that is NaN for a NaN or inf operand
+        for x in a[1:]:
             out = np.maximum(out, f64(1.0) * (x != 0))
         return out
     if op == "where":

@@ -150,8 +150,8 @@ class _Builder:
                 return src
             self.emit(K.OP_COPY, dst, src)
             return dst
-        if e.op in ("+", "-", "neg") or (e.op == "*" and (self.is_const(e.args[0]) or self.is_const(e.args[1]))) \
-                or (e.op == "/" and self.is_const(e.args[1])):
+        # x / k stays a true division (not x * (1/k)): 3 / 10 must equal 0.3, as in NumPy
+        if e.op in ("+", "-", "neg") or (e.op == "*" and (self.is_const(e.args[0]) or self.is_const(e.args[1]))):
             return self.linear(e, dst)
         d_new = lambda: self.temp() if dst is None else dst  # noqa: E731
         a = e.args
@@ -270,10 +270,6 @@ class _Builder:
             c, t = self._lin(e.args[0])
             k = e.args[1]
             return ex.call("*", k, c), [(ex.call("*", k, kk), x) for kk, x in t]
-        if e.op == "/" and self.is_const(e.args[1]):
-            c, t = self._lin(e.args[0])
-            k = e.args[1]
-            return ex.call("/", c, k), [(ex.call("/", kk, k), x) for kk, x in t]
         return _ZERO, [(_ONE, e)]
 
     # -- steps

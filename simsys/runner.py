@@ -11,7 +11,9 @@ twin (the same patients before any bias acted), a size-matched clean twin (as ma
 as the biased cohort kept: who is in the data vs how much data; Chen, Johansson & Sontag 2018), a
 validation cohort and a test cohort from the deployment population; then, for every model, fits
 on each training set, chooses the threshold on validation, and measures on test against the truth
-and against the observed (biased) labels. Metric definitions: ``docs/metrics.md``.
+and against the observed (biased) labels -- and, when ``experiment.references`` names other 0/1
+nodes (e.g. a Bayes-optimal label ``bayes: logistic(...) > 0.5``), against each of those too, with
+the node's name in the ``reference`` column. Metric definitions: ``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from simsys.models import (
     parse_threshold_policy,
 )
 from simsys.scenario import Scenario, from_dict, load_scenario, split_path
-from simsys.simulate import build_plan, run_plan
+from simsys.simulate import build_plan, node_store, run_plan
 
 log = logging.getLogger("simsys.run")
 
@@ -71,10 +73,12 @@ class Experiment:
     replicates: int
     metrics: tuple[str, ...]
     bootstrap: int = 0
+    #: Extra 0/1 nodes the test predictions are also measured against (``reference`` = node name).
+    references: tuple[str, ...] = ()
 
 
 _EXPERIMENT_KEYS = {"train", "test", "validation_n", "test_n", "models", "threshold", "sweep",
-                    "replicates", "metrics", "bootstrap", "description"}
+                    "replicates", "metrics", "bootstrap", "references", "description"}
 
 
 def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Experiment:
@@ -122,9 +126,19 @@ def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Expe
     for i, m in enumerate(metrics):
         if m not in M.METRIC_NAMES:
             fail(f"metrics[{i}]", f"unknown metric {m!r}; allowed: {', '.join(M.METRIC_NAMES)}")
+    references = exp.get("references", [])
+    if not isinstance(references, list):
+        fail("references", f"expected a list of 0/1 node names, got {references!r}")
+    for i, r in enumerate(references):
+        # a reference is a true 0/1 node of the test cohort, e.g. a Bayes-optimal label
+        if not isinstance(r, str) or r not in scenario.spec.nodes or r in ("truth", "observed"):
+            fail(f"references[{i}]", f"expected the name of a node, got {r!r}; nodes: {', '.join(scenario.spec.nodes)}")
+        if node_store(scenario, r) != "u" or len(scenario.categories(r)) != 2 or r == scenario.spec.roles.target:
+            fail(f"references[{i}]", f"node {r!r} is not a 0/1 node other than the target; "
+                 "allowed: a bernoulli node, a two-category node or a comparison such as 'risk > 0.5'")
     points = expand_sweep(scenario, exp.get("sweep"))
     return Experiment(train, test, validation_n, test_n, tuple(models), threshold, tuple(points),
-                      replicates, tuple(metrics), bootstrap)
+                      replicates, tuple(metrics), bootstrap, tuple(references))
 
 
 def _int(v, key, fail, lo):
@@ -268,6 +282,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         g_val = coding.codes(val)
         y_test = test.column(target).astype(np.int64)
         y_test_obs = test.column(target + "_observed").astype(np.int64)
+        y_test_extra = [(r, test.column(r).astype(np.int64)) for r in experiment.references]
         X_test = _features(test, features, test_obs_features)
         X_val = _features(val, features, test_obs_features)
         y_val = val.column(target).astype(np.int64)
@@ -283,11 +298,11 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         t0 = time.perf_counter()
         g_b = sets["biased"][2]
         y_true_b = biased.column(target).astype(np.int64)
-        data_vals = M.binary_metrics(y_true_b, sets["biased"][1], None, g_b, G)
+        data_vals, data_reasons = M.binary_metrics(y_true_b, sets["biased"][1], None, g_b, G, with_reasons=True)
         data_disp = {k: M.difference(data_vals[k][:G]) for k in AMPLIFIED if k not in ("auroc",)}
         for k in ("n", "prevalence", "selection_rate", "fnr", "fpr"):
             for gi in range(G + 1):
-                rows.append(("data", "biased", "truth", "group", _glabel(coding, gi), f"label_{k}", float(data_vals[k][gi]), None))
+                rows.append(("data", "biased", "truth", "group", _glabel(coding, gi), f"label_{k}", float(data_vals[k][gi]), data_reasons[k][gi]))
         t_metrics += time.perf_counter() - t0
 
         for mi, mspec in enumerate(experiment.models):
@@ -301,8 +316,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                 try:
                     t0 = time.perf_counter()
                     fitted = cand.fit(X, y, group=g if cand.receives_group else None)
-                    s_val = fitted.predict_score(X_val, group=g_val if cand.receives_group else None)
-                    s_test = fitted.predict_score(X_test, group=g_test if cand.receives_group else None)
+                    s_val = _checked_scores(fitted.predict_score(X_val, group=g_val if cand.receives_group else None), name)
+                    s_test = _checked_scores(fitted.predict_score(X_test, group=g_test if cand.receives_group else None), name)
                     thr = 0.5 if fitted.hard_predictions_only else choose_threshold(experiment.threshold, y_val, s_val)
                     t_fit += time.perf_counter() - t0
                 except (ModelError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
@@ -313,15 +328,16 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                 yhat = (s_test >= thr).astype(np.int64)
                 score = None if fitted.hard_predictions_only else s_test
                 rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr), None))
-                for reference, y_ref in (("truth", y_test), ("observed", y_test_obs)):
+                for reference, y_ref in (("truth", y_test), ("observed", y_test_obs), *y_test_extra):
                     vals, reasons = M.binary_metrics(y_ref, yhat, score, g_test, G, with_reasons=True)
                     for k in experiment.metrics:
                         for gi in range(G + 1):
                             rows.append((name, training, reference, "group", _glabel(coding, gi), k,
                                          float(vals[k][gi]), reasons[k][gi]))
                         v = vals[k][:G]
-                        rows.append((name, training, reference, "disparity", "", f"{k}_difference", M.difference(v), None))
-                        rows.append((name, training, reference, "disparity", "", f"{k}_ratio", M.ratio(v), None))
+                        diff, rat = M.difference(v), M.ratio(v)
+                        rows.append((name, training, reference, "disparity", "", f"{k}_difference", diff, _disparity_reason(diff, v)))
+                        rows.append((name, training, reference, "disparity", "", f"{k}_ratio", rat, _disparity_reason(rat, v)))
                         if coding.reference is not None:
                             d = M.difference_to_reference(v, coding.reference)
                             for gi in range(G):
@@ -369,7 +385,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     if "size_matched" in dmodel:
                         amp["caused_size_matched"] = dm - dmodel["size_matched"][k]
                     for part, v in amp.items():
-                        rows.append((name, "biased", "truth", "amplification", "", f"{k}_difference.{part}", float(v), None))
+                        why = _amplification_reason(part, v, amp.get("d_data"))
+                        rows.append((name, "biased", "truth", "amplification", "", f"{k}_difference.{part}", float(v), why))
                 rows.append((name, "biased", "truth", "amplification", "", "directional_bias_amplification",
                              float(dmodel["biased"]["directional_bias_amplification"]), None))
                 t_metrics += time.perf_counter() - t0
@@ -381,11 +398,56 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     frame = pd.DataFrame(rows, columns=["model", "training", "reference", "scope", "group", "metric", "value", "reason"])
     frame.insert(0, "replicate", replicate)
     frame.insert(0, "point", point_index)
-    for path, value in point.items():
-        frame[path] = value
+    # one column per path swept anywhere; a point that does not set a path (a grid point beside
+    # explicit points) has the scenario's own value there, not a missing value
+    for path in dict.fromkeys(p for pt in experiment.points for p in pt):
+        frame[path] = point[path] if path in point else _get_path(scenario.data, path)
     return {"rows": frame, "errors": errors, "predictions": predictions,
             "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
             "n_train_biased": int(m), "n_train_clean": int(clean.n)}
+
+
+def _checked_scores(score: np.ndarray, name: str) -> np.ndarray:
+    """Scores clipped to [0, 1] when they leave it by rounding only; otherwise a ModelError.
+
+    A randomised classifier's probability is a weighted sum of 0/1 predictions, which can exceed 1
+    by rounding (fairlearn's ``ExponentiatedGradient._pmf_predict`` gives 1.0000000000000007).
+    Checking here, inside the fit's ``try``, records a bad model as that model's error instead
+    of failing the whole cell in the metrics.
+    """
+    if score.size and not (np.isfinite(score).all() and score.min() >= -1e-9 and score.max() <= 1 + 1e-9):
+        bad = score[~(np.isfinite(score) & (score >= -1e-9) & (score <= 1 + 1e-9))][0]
+        raise ModelError(f"model '{name}': scores must be finite probabilities in [0, 1], got {bad!r}")
+    return np.clip(score, 0.0, 1.0)
+
+
+def _get_path(data, path: str):
+    """The value at a dotted path of the scenario's data (None where an optional key is unset)."""
+    node = data
+    for key in split_path(path):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _disparity_reason(value: float, per_group: np.ndarray) -> str | None:
+    """Why a difference (max - min) or ratio (min / max) over groups is NaN, else None."""
+    if not np.isnan(value):
+        return None
+    if np.isnan(per_group).all():
+        return "undefined in every group"
+    return "max over groups is 0"  # only a ratio can be NaN with a defined group
+
+
+def _amplification_reason(part: str, value: float, d_data: float | None) -> str | None:
+    """Why an amplification part is NaN, else None."""
+    if not np.isnan(value):
+        return None
+    if part == "ratio" and d_data == 0:
+        return "d_data is 0"
+    return "disparity undefined"
 
 
 def _glabel(coding: GroupCoding, gi: int) -> str:
@@ -430,10 +492,24 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates the file private (0600); outputs get the usual mode, as open() would give
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; read it once, from the main thread (first write)
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -472,6 +548,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     resume : path, optional
         A run folder to finish: its manifest gives the scenario and seed; finished cells are kept.
     """
+    if executor not in ("local", "dask"):  # before any folder is made
+        raise RunError(f"unknown executor {executor!r}; allowed: local, dask")
     if resume is not None:
         run_dir = Path(resume)
         mpath = run_dir / "manifest.json"
@@ -503,7 +581,13 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
             raise RunError(f"{run_dir}: run folder exists and is not empty; use --resume to finish it")
     if run_dir is not None:
         (run_dir / "cells").mkdir(parents=True, exist_ok=True)
+        # a run that raised (interrupted, a failing executor) could not detach its log file: do it
+        # now, so that this run does not also write into an earlier run's log
+        for stale in [h for h in log.handlers if getattr(h, "simsys_run_log", False)]:
+            log.removeHandler(stale)
+            stale.close()
         handler = logging.FileHandler(run_dir / "run.log")
+        handler.simsys_run_log = True
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -524,6 +608,9 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
             old = json.loads((run_dir / "manifest.json").read_text())
             manifest["started"] = old.get("started")
             manifest["resumed"] = _dt.datetime.now().isoformat(timespec="seconds")
+            # temporary files of writes the interruption cut short (_atomic_write's .part files)
+            for stray in [*run_dir.glob(".*.part"), *run_dir.glob("*/.*.part")]:
+                stray.unlink(missing_ok=True)
         _write_json(run_dir / "manifest.json", manifest)
         log.info("run %s: %d tasks (%d points x %d replicates), seed %d", run_dir.name, len(tasks),
                  len(experiment.points), experiment.replicates, root_seed)
@@ -568,9 +655,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions)
         _write_json(run_dir / "manifest.json", manifest)
         log.info("finished: %d result rows, %d errors, %.1f s", len(results), len(errs), timings["wall"])
-        for h in list(log.handlers):
-            log.removeHandler(h)
-            h.close()
+        log.removeHandler(handler)  # only ours: handlers a user attached stay
+        handler.close()
     return RunResult(results, summary, errors, run_dir, manifest)
 
 
@@ -646,12 +732,14 @@ def _write_cell(run_dir: Path, key, res) -> None:
     meta = {b"simsys": json.dumps({k: res[k] for k in ("errors", "timings", "n_train_biased", "n_train_clean")},
                                   default=str).encode()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    _atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
+    # predictions first: the cell file marks the cell finished, so a run killed in between redoes
+    # the cell on --resume instead of leaving it without its predictions
     for i, pred in enumerate(res.get("predictions") or []):
         pdir = run_dir / "predictions"
         pdir.mkdir(exist_ok=True)
         _atomic_write(pdir / f"point{key[0]:04d}_rep{key[1]:03d}_{i}.parquet",
                       lambda t, pred=pred: pred.to_parquet(t, index=False))
+    _atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
 
 
 def _read_cell(path: Path) -> dict:

@@ -378,11 +378,11 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<scenario>") -> Scenari
     try:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:
-        raise _from_pydantic(exc, source) from None
+        raise _from_pydantic(exc, source, data) from None
     return _check_meaning(spec, data, source)
 
 
-def _from_pydantic(exc: ValidationError, source: str) -> ScenarioError:
+def _from_pydantic(exc: ValidationError, source: str, data: Mapping | None = None) -> ScenarioError:
     err = exc.errors()[0]
     # drop the union-tag segments pydantic inserts (e.g. nodes.age.normal.sd -> nodes.age.sd)
     loc: list[str | int] = []
@@ -404,7 +404,9 @@ def _from_pydantic(exc: ValidationError, source: str) -> ScenarioError:
     if err["type"] == "union_tag_not_found":
         return ScenarioError(source, path, f"missing '{err.get('ctx', {}).get('discriminator', 'kind').strip(chr(39))}'")
     if err["type"] == "extra_forbidden":
-        return ScenarioError(source, path, "unknown key; check the spelling against docs/scenario-format.md")
+        allowed = _allowed_keys(data, loc[:-1])
+        return ScenarioError(source, path, "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed
+                                                            else "; check the spelling against docs/scenario-format.md"))
     if err["type"] == "missing":
         return ScenarioError(source, path, "required key is missing")
     if msg.startswith("Value error, "):
@@ -413,6 +415,29 @@ def _from_pydantic(exc: ValidationError, source: str) -> ScenarioError:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return ScenarioError(source, path, f"{msg.rstrip('.')}, got {shown}")
+
+
+def _allowed_keys(data: Mapping | None, parent: list) -> list[str] | None:
+    """The keys allowed where an unknown key was found (``parent`` is the key path of its mapping)."""
+    by_tag = {m.model_fields[f].annotation.__args__[0]: m for f, models in (
+        ("kind", (BernoulliNode, CategoricalNode, NormalNode, LognormalNode, PoissonNode, UniformNode,
+                  DeterministicNode)),
+        ("type", (RepresentationBias, LabelBias, MeasurementBias, MissingnessBias, SelectionBias,
+                  ProxyLabelBias))) for m in models}
+    model = None
+    if not parent:
+        model = ScenarioSpec
+    elif parent == ["roles"]:
+        model = Roles
+    elif len(parent) == 2 and parent[0] == "populations":
+        model = Population
+    elif len(parent) == 2 and parent[0] in ("nodes", "biases") and data is not None:
+        try:
+            item = data[parent[0]][parent[1]]
+            model = by_tag.get(item.get("kind" if parent[0] == "nodes" else "type"))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            model = None
+    return list(model.model_fields) if model is not None else None
 
 
 _TAGS = {
@@ -476,6 +501,8 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
             if not _IDENT.match(nm) or keyword.iskeyword(nm) or nm in reserved:
                 fail(f"{kind}.{nm}", f"{nm!r} is not a usable name; use letters, digits and _ "
                      f"(not a keyword or one of {', '.join(sorted(reserved))})")
+            if nm.startswith("_"):  # the plan's internal steps (_keep, _u_0, ...) use this prefix
+                fail(f"{kind}.{nm}", f"names starting with '_' are reserved for internal steps, got {nm!r}")
             if nm.endswith(RESERVED_SUFFIX):
                 fail(f"{kind}.{nm}", f"names ending in {RESERVED_SUFFIX!r} are reserved for observed values")
     for nm in params:
@@ -493,7 +520,7 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
     def formula(path: str, value, *, allowed: set[str], rng=None, owner: str | None = None):
         try:
             e = ex.parse(value)
-            ex.check_names(e, allowed)
+            ex.check_names(e, allowed, text=value if isinstance(value, str) else "")
         except ExpressionError as exc:
             fail(path, str(exc))
         formulas[path] = e
@@ -519,6 +546,12 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
             for i, v in enumerate(getattr(s, key)):
                 formula(f"nodes.{nm}.{key}[{i}]", v, allowed=allowed, owner=nm,
                         rng=(0.0, math.inf) if key == "probs" else None)
+            weights = [formulas[f"nodes.{nm}.probs[{i}]"] for i in range(len(s.probs or []))]
+            if weights and not any(w.names() - set(params) for w in weights):  # constant weights
+                for pop in [None, *spec.populations.values()]:  # a zero total gave no category at all
+                    values = {**params, **(pop.params if pop else {})}
+                    if sum(ex.evaluate_constant(w, values) for w in weights) <= 0.0:
+                        fail(f"nodes.{nm}.probs", "expected at least one positive weight, got all 0")
             continue
         for fld, rng in NODE_FIELDS[s.kind].items():
             v = getattr(s, fld)
@@ -540,6 +573,15 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
         order = topological_order({n: sorted(p) for n, p in parents.items()})
     except Exception as exc:  # GraphError
         fail("nodes", str(exc))
+    for pop_name, pop in spec.populations.items():  # an intervention can close a cycle too
+        shifted = dict(parents)
+        for nm in pop.do:
+            used = formulas[f"populations.{pop_name}.do.{nm}"].names() - set(params)
+            shifted[nm] = {indicators[u][0] if u in indicators else u for u in used}
+        try:
+            topological_order({n: sorted(p) for n, p in shifted.items()})
+        except Exception as exc:  # GraphError
+            fail(f"populations.{pop_name}.do", str(exc))
 
     # roles
     roles = spec.roles

@@ -15,7 +15,9 @@ Guarantees (tested in ``tests/test_simulate.py``):
 
 from __future__ import annotations
 
+import itertools
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,8 @@ from simsys.scenario import (
 
 BLOCK = 2048  # rows per interpreter block: registers stay in L2 cache; results do not depend on it
 CHUNK = 1 << 20  # rows per chunk when streaming large cohorts
+CHUNK_ROWS = 1 << 16  # rows a thread samples at a time (its filtering scratch stays in cache)
+COMPILE_NOTICE = "simsys: compiling the sampling kernel once (about 10 s; cached afterwards)..."
 _MIN_ROWS_PER_THREAD = 1 << 16  # below this a second thread costs more than it gives
 
 SeedLike = int | np.random.SeedSequence | None
@@ -239,8 +243,12 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
     Representation and selection biases drop patients when ``filter`` is true (the cohort then has
     fewer than ``n`` rows). ``row_ids`` samples explicit patients instead (their noise is that of
     those patient numbers), and ``inputs`` gives per-row values of array interventions.
+
+    Memory: the output columns are allocated once and written by the kernel directly (filtered
+    rows never reach them), so the peak is about the cohort itself; when filtering, the arrays
+    are sized for ``n`` rows but only the kept rows' pages are ever touched.
     """
-    from simsys.kernels.interpreter import _compact_rows, _run_program
+    from simsys.kernels.interpreter import _copy_rows, _run_program
 
     prog = plan.program
     if row_ids is not None:
@@ -249,39 +257,120 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
     else:
         row_ids = np.empty(0, dtype=np.int64)
     n = int(n)
+    keep_reg = -1
+    if filter and plan.keep_row is not None:
+        is_keep = (prog.store_kind == 1) & (prog.store_row == plan.keep_row)
+        keep_reg = int(prog.store_reg[is_keep][0])
     out_f = np.empty((len(prog.columns_f), n), dtype=np.float64)
     out_u = np.empty((len(prog.columns_u), n), dtype=np.uint8)
-    consts = prog.consts(plan.params)
-    keys = prog.keys(seed, plan.population)
+    pid = np.empty(n, dtype=np.int64)
     if inputs is None:
         inputs = np.empty((0, 0), dtype=np.float64)
-    zk, zw, zf = ZIGGURAT
+    head = (prog.code, prog.keys(seed, plan.population), prog.consts(plan.params), prog.n_regs,
+            start, row_ids, inputs, prog.store_reg, prog.store_kind, prog.store_row, keep_reg)
+    tail = (block, *ZIGGURAT)
+
+    def run(a: int, b: int, of, ou, op, w0: int) -> int:
+        return int(_run_program(*head, of, ou, op, w0, a, b, *tail))
+
     threads = default_threads() if threads is None else max(1, int(threads))
     threads = max(1, min(threads, n // _MIN_ROWS_PER_THREAD))
-    args = (prog.code, keys, consts, prog.n_regs, start, row_ids, inputs, prog.store_reg,
-            prog.store_kind, prog.store_row, out_f, out_u)
+    with _CompileNotice():  # compile (first use ever) or load the kernels here, on 0 rows
+        run(0, 0, out_f, out_u, pid, 0)
+        if threads > 1 and keep_reg >= 0:
+            _copy_rows(out_f, out_u, pid, 0, out_f, out_u, pid, 0)
     if threads == 1:
-        _run_program(*args, 0, n, block, zk, zw, zf)
+        m = run(0, n, out_f, out_u, pid, 0)
     else:
-        per = -(-n // threads)
-        per = -(-per // block) * block
-        bounds = [(s, min(n, s + per)) for s in range(0, n, per)]
-        futures = [_pool(threads).submit(_run_program, *args, a, b, block, zk, zw, zf) for a, b in bounds]
-        for fut in futures:
-            fut.result()
-    if row_ids.shape[0]:
-        pid = row_ids
-    else:
-        pid = np.arange(start, start + n, dtype=np.int64)
-    m = n
-    k = plan.keep_row
-    if filter and k is not None:
-        keep = out_u[k].copy()
-        m = int(_compact_rows(out_f, out_u, keep, n))
-        pid = pid[keep.view(np.bool_)]
-        out_f = out_f[:, :m]
-        out_u = out_u[:, :m]
-    return Cohort(plan, out_f, out_u, pid, m, seed=seed)
+        m = _run_chunks(run, _copy_rows, n, threads, keep_reg >= 0, out_f, out_u, pid)
+    return Cohort(plan, out_f[:, :m], out_u[:, :m], pid[:m], m, seed=seed)
+
+
+def _run_chunks(run, copy_rows, n: int, threads: int, filtering: bool, out_f, out_u, pid) -> int:
+    """Run the kernel over chunks of ``CHUNK_ROWS`` rows on ``threads`` threads; return rows kept.
+
+    Threads take chunks in order from a shared counter (dynamic: a thread slowed down by another
+    process on a shared machine simply takes fewer). Without filtering every chunk writes its own
+    slice of the output. With filtering, a chunk's place in the output depends on how many rows
+    the chunks before it kept: a thread samples its chunk into its own small scratch columns, waits
+    for the previous chunk's count (not for its copy), publishes its own, then copies.
+    """
+    bounds = [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
+    counter = itertools.count()
+    offsets = [0] * (len(bounds) + 1)
+    ready = [threading.Event() for _ in range(len(bounds) + 1)]
+    ready[0].set()
+    failed = []
+
+    def worker() -> None:
+        scratch = None
+        try:
+            while not failed:
+                k = next(counter)
+                if k >= len(bounds):
+                    return
+                a, b = bounds[k]
+                if not filtering:
+                    run(a, b, out_f, out_u, pid, a)
+                    continue
+                if scratch is None:
+                    rows = min(CHUNK_ROWS, n)
+                    scratch = (np.empty((out_f.shape[0], rows)), np.empty((out_u.shape[0], rows), np.uint8),
+                               np.empty(rows, np.int64))
+                c = run(a, b, *scratch, 0)
+                ready[k].wait()
+                if failed:
+                    return
+                w = offsets[k]
+                offsets[k + 1] = w + c
+                ready[k + 1].set()
+                copy_rows(*scratch, c, out_f, out_u, pid, w)
+        except BaseException:
+            failed.append(True)
+            for e in ready:  # release the threads waiting for a count that will never come
+                e.set()
+            raise
+
+    futures = [_pool(threads).submit(worker) for _ in range(threads)]
+    for fut in futures:
+        fut.result()
+    return offsets[-1] if filtering else n
+
+
+_announced = False
+
+
+class _CompileNotice:
+    """Say on stderr, once per process, that numba is compiling the kernels (a cache miss).
+
+    numba broadcasts a ``numba:compile`` event only when it really compiles -- never when it loads
+    a function from its on-disk cache -- so listening for it is an exact, free test (numba's
+    documented event API, ``numba.core.event``).
+    """
+
+    def __enter__(self):
+        from numba.core import event
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                global _announced
+                fn = getattr(ev.data.get("dispatcher"), "py_func", None)
+                if not _announced and getattr(fn, "__module__", "").startswith("simsys.kernels"):
+                    _announced = True
+                    print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+            def on_end(self, ev):
+                pass
+
+        self._listener = Listener()
+        event.register("numba:compile", self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        from numba.core import event
+
+        event.unregister("numba:compile", self._listener)
+        return False
 
 
 def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
@@ -326,8 +415,17 @@ def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
 def _split_do(do):
     if not do:
         return None, None
-    arrays = [np.asarray(v, dtype=np.float64) for v in do.values() if isinstance(v, np.ndarray | pd.Series | list)]
-    exprs = {k: (np.empty(0) if isinstance(v, np.ndarray | pd.Series | list) else v) for k, v in do.items()}
+    def as_values(v):
+        # a categorical column intervenes with its codes (what formulas see), not its names
+        if isinstance(v, pd.Series) and isinstance(v.dtype, pd.CategoricalDtype):
+            return v.cat.codes.to_numpy(dtype=np.float64)
+        if isinstance(v, pd.Categorical):
+            return v.codes.astype(np.float64)
+        return np.asarray(v, dtype=np.float64)
+
+    arrays = [as_values(v) for v in do.values() if isinstance(v, np.ndarray | pd.Series | pd.Categorical | list)]
+    exprs = {k: (np.empty(0) if isinstance(v, np.ndarray | pd.Series | pd.Categorical | list) else v)
+             for k, v in do.items()}
     inputs = np.ascontiguousarray(np.vstack(arrays)) if arrays else None
     return inputs, exprs
 
