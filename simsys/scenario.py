@@ -557,6 +557,12 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
             v = getattr(s, fld)
             if v is not None:
                 formula(f"nodes.{nm}.{fld}", v, allowed=allowed, rng=rng, owner=nm)
+        if isinstance(s, UniformNode):
+            lo_e, hi_e = formulas[f"nodes.{nm}.low"], formulas[f"nodes.{nm}.high"]
+            if not ((lo_e.names() | hi_e.names()) - set(params)):
+                lo, hi = ex.evaluate_constant(lo_e, params), ex.evaluate_constant(hi_e, params)
+                if not lo <= hi:
+                    fail(f"nodes.{nm}.high", f"expected high >= low ({lo:g}), got {hi:g}")
     for pop_name, pop in spec.populations.items():
         for nm in pop.params:
             if nm not in params:

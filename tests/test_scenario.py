@@ -259,3 +259,10 @@ def test_an_internal_name_as_node_is_rejected_not_silently_garbage():
 def test_error_names_the_source_given():
     d = _changed(lambda d: d["nodes"]["age"].update(sd=-1))
     assert _error(d, source="<scenario>").startswith("<scenario>: nodes.age.sd: ")
+
+
+def test_uniform_with_high_below_low_is_an_error():
+    def edit(d):
+        d["nodes"]["x_u"] = {"kind": "uniform", "low": 2, "high": 1}
+
+    assert _error(_changed(edit)) == "m.yaml: nodes.x_u.high: expected high >= low (2), got 1"
