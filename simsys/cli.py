@@ -140,5 +140,37 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
                f"fitting {t.get('fitting', 0):.1f} s, metrics {t.get('metrics', 0):.1f} s, summed over cells)")
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--effect", type=click.FloatRange(min=0, min_open=True, max=1), required=True,
+              help="TPR gap to detect: the compared group's TPR is --tpr minus this.")
+@click.option("--tpr", type=click.FloatRange(min=0, max=1), default=0.8, show_default=True,
+              help="TPR of the audited model in the reference group.")
+@click.option("--power", "target", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=0.8, show_default=True, help="Power the audit should reach.")
+@click.option("--alpha", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=0.05, show_default=True, help="Level of the two-sided test.")
+@click.option("--sims", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Simulated audits per size.")
+@click.option("--group", help="Group to compare with the reference group, e.g. skin_tone=dark "
+              "(default: the smallest other group).")
+@click.option("--population", help="Population the audit draws from (default: the experiment's test population).")
+@click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
+@click.option("--max-n", type=click.IntRange(min=10), default=1_000_000, show_default=True,
+              help="Largest number of patients of the compared group to try.")
+@_user_errors
+def power(file, effect, tpr, target, alpha, sims, group, population, seed, max_n) -> None:
+    """How many patients of the smaller group an audit needs to detect a TPR gap, by simulation."""
+    from simsys.power import design_from_scenario, format_power, sample_size
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(file)
+    root = sc.spec.seed if seed is None else seed
+    design = design_from_scenario(sc, effect=effect, tpr=tpr, group=group, population=population,
+                                  seed=root)
+    result = sample_size(design, power=target, alpha=alpha, sims=sims, seed=root, n_max=max_n)
+    click.echo(format_power(result))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

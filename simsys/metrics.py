@@ -429,25 +429,38 @@ def _values_1d(values: object) -> np.ndarray:
 
 
 def _nan_extremes(arr: np.ndarray) -> tuple[float, float]:
-    """(min, max) ignoring NaN, as pandas does; (NaN, NaN) when nothing is left."""
+    """(min, max) ignoring NaN, as pandas (and so fairlearn) does; (NaN, NaN) when nothing is left."""
     finite = arr[~np.isnan(arr)]
     if finite.size == 0:
         return np.nan, np.nan
     return float(finite.min()), float(finite.max())
 
 
+def _defined_extremes(arr: np.ndarray) -> tuple[float, float]:
+    """(min, max) over the groups where the metric is defined; (NaN, NaN) when fewer than two are.
+
+    A gap needs two groups: with one group undefined (say, no positives) out of two, reporting a
+    gap of 0 would claim parity that nobody measured.
+    """
+    finite = arr[~np.isnan(arr)]
+    if finite.size < 2:
+        return np.nan, np.nan
+    return float(finite.min()), float(finite.max())
+
+
 def difference(values) -> float:
-    """max - min of ``values``, ignoring NaN (NaN if all are NaN).
+    """max - min of ``values`` over the groups where it is defined (NaN if fewer than two are).
 
     Pass the group entries only (``arr[:-1]`` of a :func:`binary_metrics` array), not the overall.
     """
-    lo, hi = _nan_extremes(_values_1d(values))
+    lo, hi = _defined_extremes(_values_1d(values))
     return hi - lo
 
 
 def ratio(values) -> float:
-    """min / max of ``values``, ignoring NaN; NaN if all are NaN or the max is 0."""
-    lo, hi = _nan_extremes(_values_1d(values))
+    """min / max of ``values`` over the groups where it is defined; NaN if fewer than two are or the
+    max is 0."""
+    lo, hi = _defined_extremes(_values_1d(values))
     if np.isnan(hi) or hi == 0.0:
         return np.nan
     return lo / hi
@@ -485,8 +498,10 @@ def _rates_like_fairlearn(metric: str, y_true, y_pred, groups,
     n = p.shape[0]
     y = _as_binary("y_true", y_true, n, ref="y_pred") if y_true is not None else None
     g = _as_codes("groups", groups, n, ref="y_pred")
-    _, inv = np.unique(g, return_inverse=True)
-    k = int(inv.max()) + 1
+    # groups present, in code order (as np.unique would give), found in O(n) without a sort
+    present = np.bincount(g) > 0
+    inv = (np.cumsum(present) - 1)[g]
+    k = int(present.sum())
 
     def per_group(w: np.ndarray) -> np.ndarray:
         return np.append(np.bincount(inv, weights=w, minlength=k), w.sum())

@@ -42,6 +42,7 @@ from simsys.models import (
     build_model,
     choose_threshold,
     limit_threads,
+    model_label,
     parse_threshold_policy,
 )
 from simsys.scenario import Scenario, from_dict, load_scenario, split_path
@@ -75,14 +76,46 @@ class Experiment:
     bootstrap: int = 0
     #: Extra 0/1 nodes the test predictions are also measured against (``reference`` = node name).
     references: tuple[str, ...] = ()
+    #: The plain model that recovery is measured against (``experiment.baseline``).
+    baseline: str | None = None
+    #: Whether rows of scope ``method`` (recovery, fairness check) are reported.
+    methods: bool = False
+    method_checks: MethodChecks = field(default_factory=lambda: MethodChecks())
 
+
+@dataclass(frozen=True)
+class MethodChecks:
+    """``experiment.method_checks``: thresholds of the recovery and of the fairness check.
+
+    ``min_gap``: recovery is NaN when |m(baseline, clean) - m(baseline, biased)| < min_gap.
+    ``metric`` / ``tolerance``: a method is flagged when its ``metric`` (a disparity) is below
+    ``tolerance`` against the observed labels but above it against the truth.
+    """
+
+    min_gap: float = 0.01
+    metric: str = "equal_opportunity_difference"
+    tolerance: float = 0.05
+
+
+#: Group metrics and disparities whose recovery is reported (those present in the results).
+RECOVERY_GROUP_METRICS = ("accuracy", "auroc", "tpr", "fpr")
+RECOVERY_DISPARITIES = ("equal_opportunity_difference", "equalized_odds_difference",
+                        "demographic_parity_difference", "accuracy_difference", "auroc_difference",
+                        "fnr_difference")
+_FAIRNESS_AGGREGATES = ("demographic_parity_difference", "equal_opportunity_difference",
+                        "equalized_odds_difference", "underdiagnosis_gap")
 
 _EXPERIMENT_KEYS = {"train", "test", "validation_n", "test_n", "models", "threshold", "sweep",
-                    "replicates", "metrics", "bootstrap", "references", "description"}
+                    "replicates", "metrics", "bootstrap", "references", "description",
+                    "baseline", "method_checks"}
 
 
-def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Experiment:
+def parse_experiment(scenario: Scenario, *, allow_imports: bool = False,
+                     models: list | None = None) -> Experiment:
     """Validate ``scenario.spec.experiment`` (defaults: both built-in models, fixed 0.5, 3 replicates).
+
+    ``models``, when given, replaces ``experiment.models``: a list of model specs (dicts or
+    strings, as in YAML) and/or estimator objects / classes from Python (see :func:`run`).
 
     Raises :class:`ScenarioError` / :class:`ModelError` with the key path, what was found and what is
     allowed; every sweep point is applied once here so that a bad path fails before any work.
@@ -106,19 +139,31 @@ def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Expe
     validation_n = _int(exp.get("validation_n", max(1000, test_n // 4)), "validation_n", fail, lo=10)
     replicates = _int(exp.get("replicates", 3), "replicates", fail, lo=1)
     bootstrap = _int(exp.get("bootstrap", 0), "bootstrap", fail, lo=0)
-    models = exp.get("models", [{"model": "logistic_regression"}, {"model": "gradient_boosting"}])
-    if not isinstance(models, list) or not models:
+    if models is None:
+        models = exp.get("models", [{"model": "logistic_regression"}, {"model": "gradient_boosting"}])
+    if not isinstance(models, list | tuple) or not models:
         fail("models", f"expected a non-empty list of models, got {models!r}")
+    models = list(models)  # a copy: the scenario's own list stays as written
     names = set()
+    cands = []
     for i, spec in enumerate(models):
-        if isinstance(spec, str):
-            models[i] = spec = {"model": spec}
-        build_model(spec, random_state=0, allow_imports=allow_imports, source=src,
-                    key=f"experiment.models[{i}]")
-        nm = spec.get("name", spec.get("model"))
+        if isinstance(spec, str) or not isinstance(spec, Mapping):
+            models[i] = spec = {"model": spec}  # a name, or an estimator object / class
+        cands.append(build_model(spec, random_state=0, allow_imports=allow_imports, source=src,
+                                 key=f"experiment.models[{i}]"))
+        nm = cands[-1].name
         if nm in names:
             fail(f"models[{i}].name", f"duplicate model name {nm!r}; give each model a distinct name")
         names.add(nm)
+    baseline = exp.get("baseline")
+    if baseline is not None and baseline not in names:
+        fail("baseline", f"expected the name of a model, got {baseline!r}; models: {', '.join(names)}")
+    # rows of scope "method" when asked for, or when some model is a method (sees the group)
+    methods = baseline is not None or "method_checks" in exp or any(c.receives_group for c in cands)
+    if baseline is None and methods:
+        plain = [c.name for c in cands if not c.receives_group]
+        baseline = plain[0] if plain else None
+    method_checks = _parse_method_checks(exp.get("method_checks"), fail)
     threshold = parse_threshold_policy(exp.get("threshold"), source=src, key="experiment.threshold")
     metrics = exp.get("metrics", list(DEFAULT_METRICS))
     if not isinstance(metrics, list) or not metrics:
@@ -138,7 +183,33 @@ def parse_experiment(scenario: Scenario, *, allow_imports: bool = False) -> Expe
                  "allowed: a bernoulli node, a two-category node or a comparison such as 'risk > 0.5'")
     points = expand_sweep(scenario, exp.get("sweep"))
     return Experiment(train, test, validation_n, test_n, tuple(models), threshold, tuple(points),
-                      replicates, tuple(metrics), bootstrap, tuple(references))
+                      replicates, tuple(metrics), bootstrap, tuple(references), baseline, methods,
+                      method_checks)
+
+
+def _parse_method_checks(d, fail) -> MethodChecks:
+    """``experiment.method_checks: {min_gap, metric, tolerance}`` (every key optional)."""
+    if d is None:
+        return MethodChecks()
+    if not isinstance(d, Mapping):
+        fail("method_checks", f"expected a mapping with min_gap, metric, tolerance, got {d!r}")
+    for k in d:
+        if k not in ("min_gap", "metric", "tolerance"):
+            fail(f"method_checks.{k}", "unknown key; allowed: metric, min_gap, tolerance")
+    out = {}
+    for k in ("min_gap", "tolerance"):
+        if k in d:
+            v = d[k]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < float("inf"):
+                fail(f"method_checks.{k}", f"expected a number >= 0, got {v!r}")
+            out[k] = float(v)
+    if "metric" in d:
+        allowed = (*_FAIRNESS_AGGREGATES, *(f"{k}_difference" for k in M.METRIC_NAMES))
+        if d["metric"] not in allowed:
+            fail("method_checks.metric", f"unknown disparity {d['metric']!r}; allowed: "
+                 f"{', '.join(_FAIRNESS_AGGREGATES)} or <metric>_difference")
+        out["metric"] = d["metric"]
+    return MethodChecks(**out)
 
 
 def _int(v, key, fail, lo):
@@ -305,8 +376,9 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                 rows.append(("data", "biased", "truth", "group", _glabel(coding, gi), f"label_{k}", float(data_vals[k][gi]), data_reasons[k][gi]))
         t_metrics += time.perf_counter() - t0
 
+        method_vals: dict = {}  # model -> training -> reference -> (per-group values, aggregates)
         for mi, mspec in enumerate(experiment.models):
-            name = mspec.get("name", mspec["model"])
+            name = mspec.get("name", model_label(mspec["model"]))
             cand = build_model(mspec, random_state=model_seed(seed, mi), allow_imports=allow_imports,
                                source=sc.source, key=f"experiment.models[{mi}]")
             dmodel: dict[str, dict[str, float]] = {}
@@ -352,6 +424,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     }
                     for k, v in fair.items():
                         rows.append((name, training, reference, "disparity", "", k, float(v), None))
+                    if experiment.methods and training in ("biased", "clean"):
+                        method_vals.setdefault(name, {}).setdefault(training, {})[reference] = (vals, fair)
                     if reference == "truth" and training == "biased" and experiment.bootstrap:
                         # within-cohort uncertainty: percentile intervals over resampled test rows
                         boot = M.bootstrap_metrics(
@@ -395,6 +469,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     "point": point_index, "replicate": replicate, "model": name,
                     "patient_id": test.patient_id, "group": g_test, "y_true": y_test,
                     "y_observed": y_test_obs, "score": preds_biased[0], "y_pred": preds_biased[1]}))
+    if experiment.methods:
+        rows.extend(_method_rows(experiment, coding, method_vals))
     frame = pd.DataFrame(rows, columns=["model", "training", "reference", "scope", "group", "metric", "value", "reason"])
     frame.insert(0, "replicate", replicate)
     frame.insert(0, "point", point_index)
@@ -405,6 +481,82 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     return {"rows": frame, "errors": errors, "predictions": predictions,
             "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
             "n_train_biased": int(m), "n_train_clean": int(clean.n)}
+
+
+def recovery(method: float, baseline_biased: float, baseline_clean: float, *,
+             min_gap: float = 0.01) -> tuple[float, str | None]:
+    """How much of the baseline's biased-to-clean gap in a metric a method closes.
+
+    recovery = (m(method on biased) - m(baseline on biased)) / (m(baseline on clean) - m(baseline
+    on biased)): 0 = no better than the baseline trained on the biased data, 1 = as good as the
+    baseline trained on the clean twin, above 1 = better, below 0 = worse. It works for metrics
+    where higher is better (accuracy) and for disparities (lower is better) alike, since the sign
+    of the denominator follows. Returns ``(value, reason)``; NaN with a reason when a value is
+    undefined or the gap is below ``min_gap`` (the ratio would then amplify noise).
+    """
+    for v, who in ((method, "method"), (baseline_biased, "baseline on biased"),
+                   (baseline_clean, "baseline on clean")):
+        if not np.isfinite(v):
+            return np.nan, f"metric undefined ({who})"
+    gap = baseline_clean - baseline_biased
+    if abs(gap) < min_gap:
+        return np.nan, f"baseline gap below min_gap ({abs(gap):.3g} < {min_gap:g})"
+    return float((method - baseline_biased) / gap), None
+
+
+def _method_rows(experiment: Experiment, coding: GroupCoding, method_vals: dict) -> list[tuple]:
+    """Rows of scope ``method`` for every model trained on the biased data (docs/metrics.md).
+
+    ``recovery.<metric>`` for the group metrics in :data:`RECOVERY_GROUP_METRICS` (per group and
+    overall) and the disparities in :data:`RECOVERY_DISPARITIES`, against the truth and each
+    extra reference; and ``fair_only_against_observed.<metric>``: 1 when the method's disparity is
+    below the tolerance against the observed labels but above it against the truth, else 0.
+    """
+    rows: list[tuple] = []
+    G = len(coding.labels)
+    checks = experiment.method_checks
+    base = method_vals.get(experiment.baseline, {}) if experiment.baseline else {}
+
+    def disparity(entry, k):
+        vals, fair = entry
+        if k in fair:
+            return float(fair[k])
+        return M.difference(vals[k[: -len("_difference")]][:G])
+
+    for name, by_training in method_vals.items():
+        if "biased" not in by_training:
+            continue
+        for reference in ("truth", *experiment.references):
+            mine = by_training["biased"].get(reference)
+            b_biased = base.get("biased", {}).get(reference)
+            b_clean = base.get("clean", {}).get(reference)
+            if mine is None or b_biased is None or b_clean is None:
+                continue
+            for k in RECOVERY_GROUP_METRICS:
+                if k not in experiment.metrics:
+                    continue
+                for gi in range(G + 1):
+                    v, why = recovery(mine[0][k][gi], b_biased[0][k][gi], b_clean[0][k][gi],
+                                      min_gap=checks.min_gap)
+                    rows.append((name, "biased", reference, "method", _glabel(coding, gi),
+                                 f"recovery.{k}", v, why))
+            for k in RECOVERY_DISPARITIES:
+                v, why = recovery(disparity(mine, k), disparity(b_biased, k),
+                                  disparity(b_clean, k), min_gap=checks.min_gap)
+                rows.append((name, "biased", reference, "method", "", f"recovery.{k}", v, why))
+        observed = by_training["biased"].get("observed")
+        truth = by_training["biased"].get("truth")
+        k = checks.metric
+        if observed is None or truth is None:
+            continue
+        d_obs, d_true = abs(disparity(observed, k)), abs(disparity(truth, k))
+        if np.isnan(d_obs) or np.isnan(d_true):
+            flag, why = np.nan, "disparity undefined"
+        else:
+            flag, why = float(d_obs < checks.tolerance and d_true > checks.tolerance), None
+        rows.append((name, "biased", "truth", "method", "", f"fair_only_against_observed.{k}",
+                     flag, why))
+    return rows
 
 
 def _checked_scores(score: np.ndarray, name: str) -> np.ndarray:
@@ -531,7 +683,8 @@ def _versions() -> dict:
 def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, workers: int | None = None,
         executor: str = "local", scheduler: str | None = None, output_dir: str | os.PathLike | None = "outputs",
         run_id: str | None = None, resume: str | os.PathLike | None = None, allow_imports: bool = False,
-        save_predictions: bool = False, progress: bool = False, replicates: int | None = None) -> RunResult:
+        save_predictions: bool = False, progress: bool = False, replicates: int | None = None,
+        models: list | None = None) -> RunResult:
     """Run a scenario's experiment and return its results as DataFrames.
 
     Parameters
@@ -547,6 +700,14 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         Writes ``<output_dir>/<scenario>/<run_id>/``; None keeps everything in memory.
     resume : path, optional
         A run folder to finish: its manifest gives the scenario and seed; finished cells are kept.
+        A run started with ``models=`` needs the same ``models=`` again.
+    models : list, optional
+        Replaces ``experiment.models``. Entries are model specs as in YAML (dicts or names) or
+        estimator objects (cloned with ``sklearn.base.clone`` for every fit) or classes; a dict
+        ``{"name": ..., "model": <estimator>, "receives_group": ...}`` names an object. An object
+        whose ``fit`` takes ``sensitive_features`` receives the group by default. With several
+        workers the objects are pickled to them: define their class in an importable module
+        (not in a notebook), or use ``workers=1``. See ``docs/methods.md``.
     """
     if executor not in ("local", "dask"):  # before any folder is made
         raise RunError(f"unknown executor {executor!r}; allowed: local, dask")
@@ -561,6 +722,9 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         allow_imports = manifest.get("allow_imports", allow_imports)
         save_predictions = manifest.get("save_predictions", save_predictions)
         replicates = manifest.get("replicates_override")
+        if manifest.get("python_models") and models is None:
+            raise RunError(f"{run_dir}: this run was started with model objects passed from Python; "
+                           "pass the same models= to resume it")
     else:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -569,7 +733,7 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         data = dict(scenario.data)
         data["experiment"] = {**(data.get("experiment") or {}), "replicates": int(replicates)}
         scenario = from_dict(data, source=scenario.source)
-    experiment = parse_experiment(scenario, allow_imports=allow_imports)
+    experiment = parse_experiment(scenario, allow_imports=allow_imports, models=models)
     root_seed = int(scenario.spec.seed if seed is None else seed)
     seeds = replicate_seeds(root_seed, experiment.replicates)
     tasks = [(pi, rep) for rep in range(experiment.replicates) for pi in range(len(experiment.points))]
@@ -597,7 +761,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         "replicate_seeds": seeds, "cells": [
             {"point": pi, "replicate": rep, "seed": seeds[rep], "settings": experiment.points[pi]}
             for pi, rep in tasks],
-        "models": list(experiment.models), "allow_imports": allow_imports,
+        "models": list(experiment.models), "python_models": models is not None,
+        "baseline": experiment.baseline, "allow_imports": allow_imports,
         "save_predictions": save_predictions, "replicates_override": replicates,
         "versions": _versions(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "status": "running",
@@ -821,9 +986,53 @@ def format_summary(result: RunResult, metrics=("fnr_difference", "auroc_differen
             ca = fmt(parts["caused"]) if "caused" in parts else "-"
             dd = fmt(parts["d_data"]) if "d_data" in parts else "-"
             lines.append(f"  {vals}  {model:<20} {dm:>26} {ca:>26} {dd:>24}")
+    lines.extend(_format_methods(result, settings))
     if len(result.errors):
         lines.append(f"{len(result.errors)} cell(s) failed; see errors.csv")
     return "\n".join(lines)
+
+
+def _format_methods(result: RunResult, settings: list[str]) -> list[str]:
+    """The methods table (accuracy, AUROC, disparity, recovery) and the fairness-check flags."""
+    s = result.summary
+    flags = s[(s["scope"] == "method") & s["metric"].str.startswith("fair_only_against_observed.")]
+    if flags.empty:
+        return []
+    check = flags["metric"].iloc[0].split(".", 1)[1]
+    biased = s[s["training"] == "biased"]
+
+    def mean(point, model, scope, metric, reference="truth", group=None):
+        sel = biased[(biased["point"] == point) & (biased["model"] == model) & (biased["scope"] == scope)
+                     & (biased["metric"] == metric) & (biased["reference"] == reference)]
+        if group is not None:
+            sel = sel[sel["group"] == group]
+        return float(sel["mean"].iloc[0]) if len(sel) else np.nan
+
+    baseline = result.manifest.get("baseline")
+    lines = [f"methods trained on the biased data, against the truth (means; recovery: share of the "
+             f"gap between baseline {baseline!r} trained on biased and on clean data that a method closes):"
+             if baseline else "methods trained on the biased data, against the truth (means; no baseline):"]
+    cols = ["accuracy", "auroc", check, "recovery acc.", f"recovery {check}"]
+    lines.append("  " + "  ".join(f"{c:>18}" for c in settings) + f"  {'model':<20}"
+                 + "".join(f" {c[:30]:>{max(10, min(len(c), 30))}}" for c in cols))
+    warn = []
+    for (point, model), _grp in flags.groupby(["point", "model"], sort=True):
+        row = biased[(biased["point"] == point)].iloc[0]
+        vals = [mean(point, model, "group", "accuracy", group="overall"),
+                mean(point, model, "group", "auroc", group="overall"),
+                mean(point, model, "disparity", check),
+                mean(point, model, "method", "recovery.accuracy", group="overall"),
+                mean(point, model, "method", f"recovery.{check}")]
+        shown = "".join(f" {'-' if np.isnan(v) else f'{v:+.3f}':>{max(10, min(len(c), 30))}}"
+                        for v, c in zip(vals, cols))
+        lines.append("  " + "  ".join(f"{row[c]!s:>18}" for c in settings) + f"  {model:<20}{shown}")
+        f = flags[(flags["point"] == point) & (flags["model"] == model)].iloc[0]
+        if f["mean"] >= 0.5:
+            warn.append(f"warning: {model!r} looks fair against the observed labels ({check} "
+                        f"{mean(point, model, 'disparity', check, 'observed'):.3f}) but not against the "
+                        f"truth ({mean(point, model, 'disparity', check):.3f}) at point {point}, in "
+                        f"{round(f['mean'] * f['n_replicates'])} of {f['n_replicates']} replicates")
+    return lines + warn
 
 
 __all__ = ["Experiment", "RunResult", "expand_sweep", "format_summary", "parse_experiment", "run",
