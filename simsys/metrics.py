@@ -208,12 +208,16 @@ class _Prepared:
         else:
             self.bins = empty_i
         if need_auc:
-            self.order_by_group = np.lexsort((self.s, self.g)).astype(np.int64)
+            # one float sort; the by-group order is then a stable sort of small integer codes
+            # (a radix sort in NumPy), equal to np.lexsort((s, g)) at a fraction of its cost
+            self.order_by_score = np.argsort(self.s, kind="stable").astype(np.int64)
+            small = np.int16 if self.n_groups < np.iinfo(np.int16).max else np.int64
+            by_group = np.argsort(self.g[self.order_by_score].astype(small), kind="stable")
+            self.order_by_group = self.order_by_score[by_group]
             self.bounds = np.searchsorted(self.g[self.order_by_group],
                                           np.arange(self.n_groups + 1)).astype(np.int64)
             self.y_by_group = self.y[self.order_by_group]
             self.s_by_group = self.s[self.order_by_group]
-            self.order_by_score = np.argsort(self.s, kind="stable").astype(np.int64)
             self.y_by_score = self.y[self.order_by_score]
             self.s_by_score = self.s[self.order_by_score]
         else:
