@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -119,11 +120,14 @@ def schema() -> None:
               help="Where cells run: local processes, or Dask (needs the simsys[dask] extra).")
 @click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
 @click.option("--allow-import", "allow_imports", is_flag=True,
-              help="Allow models imported from outside sklearn., simsys. and fairlearn. (runs their code).")
+              help="Allow models imported from outside sklearn., simsys. and fairlearn., or loaded from "
+                   "a .py file (path/file.py:Class) (runs their code).")
 @click.option("--save-predictions", is_flag=True, help="Also write the test cohort's predictions.")
+@click.option("--report/--no-report", "write_report", default=True, show_default=True,
+              help="Write figures/ and report.html into the run folder at the end.")
 @_user_errors
 def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, scheduler,
-        allow_imports, save_predictions) -> None:
+        allow_imports, save_predictions, write_report) -> None:
     """Run a scenario's experiment: models, metrics against the truth, amplification."""
     from simsys.runner import format_summary
     from simsys.runner import run as run_experiment
@@ -138,6 +142,25 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
     t = result.manifest.get("timings", {})
     click.echo(f"results in {result.run_dir} ({t.get('wall', 0):.1f} s: sampling {t.get('sampling', 0):.1f} s, "
                f"fitting {t.get('fitting', 0):.1f} s, metrics {t.get('metrics', 0):.1f} s, summed over cells)")
+    if write_report and result.run_dir is not None:
+        _run_report(result.run_dir)
+
+
+def _run_report(run_dir) -> None:
+    """The report at the end of a run. The results are already on disk, so a report that cannot be
+    drawn is a warning with the command that retries it, not a failed run (--debug raises)."""
+    from simsys.report import write_report
+
+    t0 = time.perf_counter()
+    try:
+        path = write_report(run_dir)
+    except Exception as exc:
+        if click.get_current_context().find_root().params.get("debug"):
+            raise
+        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+                   f"retry with: simsys report {run_dir}", err=True)
+        return
+    click.echo(f"report: {path} ({time.perf_counter() - t0:.1f} s)", err=True)
 
 
 @main.command()
@@ -170,6 +193,54 @@ def power(file, effect, tpr, target, alpha, sims, group, population, seed, max_n
                                   seed=root)
     result = sample_size(design, power=target, alpha=alpha, sims=sims, seed=root, n_max=max_n)
     click.echo(format_power(result))
+
+
+def _graph_output(ctx, param, value):
+    if value is not None and Path(value).suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
+        raise click.BadParameter(f"{value}: unknown format {Path(value).suffix or '(no suffix)'!r}; "
+                                 "use a file ending in .svg, .png, .pdf or .dot")
+    return value
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), callback=_graph_output,
+              help="Output file; its suffix picks the format: .svg, .png, .pdf or .dot (Graphviz). "
+                   "Default: <scenario>_graph.svg.")
+@_user_errors
+def graph(file, output) -> None:
+    """Draw a scenario's causal graph: roles, injected biases where they act, legend."""
+    from simsys.drawing import write_graph
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(file)
+    path = write_graph(sc, output or f"{sc.name}_graph.svg")
+    click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@_user_errors
+def report(run_dir) -> None:
+    """Rebuild the figures and report.html of a finished run folder from its files.
+
+    Nothing is re-run, except once: if the run saved no predictions and no report was built
+    before, the cell shown in the ROC figure is recomputed (with its seed, so identically).
+    """
+    from simsys.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_user_errors
+def explain(file) -> None:
+    """Walk through a scenario in plain language: each variable, each bias, the experiment."""
+    from simsys.explain import explain as explain_text
+    from simsys.scenario import load_scenario
+
+    click.echo(explain_text(load_scenario(file)), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

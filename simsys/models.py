@@ -3,8 +3,11 @@
 This module owns three things:
 
 * **Building** a candidate model from a scenario's ``experiment.models`` entry
-  (:func:`build_model` -> :class:`CandidateModel`): the built-in short names, import paths with
-  their allow-list, parameter checking, nested model specs and fairlearn constraint names.
+  (:func:`build_model` -> :class:`CandidateModel`): the built-in short names (models here, the
+  mitigations of :mod:`simsys.mitigations`), import paths with their allow-list, classes in a
+  Python file (``path/file.py:Class``, with the same allow-list switch), estimator objects and
+  classes passed from Python, parameter checking, nested model specs and fairlearn constraint
+  names.
 * **Fitting and scoring** (:meth:`CandidateModel.fit` -> :class:`FittedModel`,
   :meth:`FittedModel.predict_score`): one calling convention over scikit-learn classifiers and
   fairlearn mitigators, which differ in how they take the group and how they expose scores.
@@ -27,17 +30,22 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy.special import expit
+from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -59,6 +67,7 @@ __all__ = [
     "build_model",
     "choose_threshold",
     "limit_threads",
+    "model_label",
     "parse_threshold_policy",
 ]
 
@@ -71,6 +80,9 @@ FINAL_STEP = "model"
 
 # One or more dots between identifiers, nothing else: no spaces, no calls, no empty parts.
 _IMPORT_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+# A model class in a Python file: "path/to/file.py:ClassName" (path relative to the scenario file).
+_FILE_MODEL_RE = re.compile(r"(?P<path>[^:]+\.py):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)")
 
 _SPEC_KEYS = ("model", "name", "params", "receives_group")
 _NESTED_SPEC_KEYS = ("model", "params")
@@ -93,6 +105,10 @@ _MSG_IMPORT_NOT_ALLOWED = (
 _MSG_NOT_A_MODEL = (
     "{where}.model: '{model}' is neither a built-in model nor a dotted import path; "
     "allowed are the built-ins {builtins} or a path such as sklearn.svm.SVC"
+)
+_MSG_FILE_NOT_ALLOWED = (
+    "{where}.model: loading a model from the file '{path}' runs its code; "
+    "pass --allow-import (allow_imports=True in Python) to allow it"
 )
 _MSG_SINGLE_CLASS = (
     "model '{name}': training labels contain a single class (all {n} labels are {value}); "
@@ -459,9 +475,14 @@ def build_model(
     ----------
     spec : mapping
         ``{name: str, model: str, params: mapping, receives_group: bool}``; only ``model`` is
-        required. ``model`` is a built-in name (:data:`BUILTIN_MODELS`) or a dotted import path
-        ``module.Class``. ``params`` set parameters of the built-in's final estimator, or of the
-        imported class. A ``params`` value that is a mapping with a ``model`` key is itself built
+        required. ``model`` is a built-in name (:data:`BUILTIN_MODELS`), a built-in mitigation
+        (:data:`simsys.mitigations.MITIGATIONS`), a dotted import path ``module.Class``, a class
+        in a Python file ``path/to/file.py:Class`` (relative to the folder of ``source``; needs
+        ``allow_imports``), or, from Python, an estimator object (cloned for every fit; no
+        ``params``) or class. ``params`` set parameters of the built-in's final estimator, or of
+        the class. ``receives_group`` defaults to true for the mitigations and for objects /
+        classes from Python whose ``fit`` names ``sensitive_features``, false otherwise. A
+        ``params`` value that is a mapping with a ``model`` key is itself built
         as a (nested) model spec with keys ``model`` and ``params`` (e.g. the ``estimator`` of a
         fairlearn mitigator). For classes from ``fairlearn.reductions``, a string
         ``constraints`` value is turned into the moment object named in
@@ -470,9 +491,10 @@ def build_model(
         Given as ``random_state`` to every (nested) estimator that has that parameter, unless the
         spec sets it.
     allow_imports : bool, default False
-        Allow import paths outside :data:`ALLOWED_IMPORT_PREFIXES`.
+        Allow import paths outside :data:`ALLOWED_IMPORT_PREFIXES`, and classes in files.
     source, key : str
-        File name and key path of the spec, used in error messages.
+        File name and key path of the spec, used in error messages; a file path in ``model`` is
+        relative to the folder of ``source`` (the working directory when it is not a file).
 
     Returns
     -------
@@ -490,7 +512,7 @@ def build_model(
     where = f"{source}: {key}"
     _check_spec_keys(spec, _SPEC_KEYS, where)
     model = spec["model"]
-    receives_group = spec.get("receives_group", False)
+    receives_group = spec.get("receives_group", _default_receives_group(model))
     if not isinstance(receives_group, bool):
         raise ModelError(f"{where}.receives_group: expected true or false, got {receives_group!r}")
     if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
@@ -498,14 +520,14 @@ def build_model(
         raise TypeError(f"build_model: random_state must be an int, got {random_state!r}")
     random_state = int(random_state)
 
-    recipe, target = _build_recipe(spec, random_state, allow_imports, where)
-    name = spec.get("name", model)
+    recipe, target = _build_recipe(spec, random_state, allow_imports, where, _base_dir(source))
+    name = spec.get("name", model_label(model))
     if not isinstance(name, str) or not name:
         raise ModelError(f"{where}.name: expected a non-empty string, got {name!r}")
     _check_receives_group(target, receives_group, where)
     return CandidateModel(
         name=name,
-        model=model,
+        model=model_label(model),
         make_estimator=recipe,
         receives_group=receives_group,
         random_state=random_state,
@@ -522,18 +544,70 @@ def _check_spec_keys(spec: Any, allowed: tuple[str, ...], where: str) -> None:
             raise ModelError(f"{where}: unknown key {k!r}; allowed keys are {', '.join(allowed)}")
     if "model" not in spec:
         raise ModelError(f"{where}: missing key 'model'; allowed keys are {', '.join(allowed)}")
-    if not isinstance(spec["model"], str):
+    if not isinstance(spec["model"], str) and not _is_estimator_like(spec["model"]):
         raise ModelError(
             f"{where}.model: expected a string (a built-in name or an import path), "
             f"got {spec['model']!r}"
         )
 
 
+def model_label(model: Any) -> str:
+    """The ``model`` of a spec as text: the string itself, or the class name of an object."""
+    if isinstance(model, str):
+        return model
+    return model.__name__ if inspect.isclass(model) else type(model).__name__
+
+
+def _is_estimator_like(model: Any) -> bool:
+    # An estimator object or class passed from Python (``simsys.run(..., models=[...])``).
+    return callable(getattr(model, "fit", None))
+
+
+def _default_receives_group(model: Any) -> bool:
+    """``receives_group`` when the spec leaves it out.
+
+    True for the built-in mitigations (:data:`simsys.mitigations.MITIGATIONS`) and for estimator
+    objects / classes from Python whose ``fit`` names ``sensitive_features``; false otherwise
+    (import paths keep the explicit flag, so that a scenario file says what the model sees).
+    """
+    if isinstance(model, str):
+        return model in _mitigations()
+    if _is_estimator_like(model):
+        return "sensitive_features" in _signature_params(model.fit)
+    return False
+
+
+def _mitigations() -> Mapping[str, type]:
+    # Imported late: simsys.mitigations builds on this module.
+    from simsys.mitigations import MITIGATIONS
+
+    return MITIGATIONS
+
+
+def _base_dir(source: str) -> Path:
+    """The folder that a file path in a model spec is relative to: the scenario file's."""
+    path = Path(source)
+    return path.parent if source and path.is_file() else Path.cwd()
+
+
 def _build_recipe(
-    spec: Mapping[str, Any], random_state: int, allow_imports: bool, where: str
+    spec: Mapping[str, Any],
+    random_state: int,
+    allow_imports: bool,
+    where: str,
+    base_dir: Path | None = None,
 ) -> tuple[_EstimatorRecipe, type]:
     """Resolve ``spec`` into a recipe; also return the class (for a built-in, the pipeline's)."""
     model = spec["model"]
+    if _is_estimator_like(model) and not inspect.isclass(model):
+        # An estimator object from Python: a fresh clone for every fit, parameters as set on it.
+        if spec.get("params"):
+            raise ModelError(
+                f"{where}.params: an estimator object takes no params; set them on the object"
+            )
+        recipe = _EstimatorRecipe(target=clone, kwargs=(("estimator", model),))
+        _validate_values(recipe(), where)
+        return recipe, type(model)
     params = spec.get("params")
     if params is None:
         params = {}
@@ -546,7 +620,11 @@ def _build_recipe(
         if not isinstance(pname, str):
             raise ModelError(f"{where}.params: parameter names must be strings, got {pname!r}")
 
-    if model in BUILTIN_MODELS:
+    mitigations = _mitigations()
+    if inspect.isclass(model):
+        target, display = model, model.__name__  # a class from Python: as an imported one
+        allowed, required, open_kwargs = _init_params(target)
+    elif model in BUILTIN_MODELS:
         builder, final_cls = BUILTIN_MODELS[model]
         # get_params() of a default instance is exactly what set_params() will accept.
         allowed = sorted(final_cls().get_params(deep=False))
@@ -554,7 +632,21 @@ def _build_recipe(
         display = f"{model} ({final_cls.__name__})"
         required: list[str] = []
         open_kwargs = False
+    elif model in mitigations:
+        target = mitigations[model]
+        display = f"{model} ({target.__name__})"
+        allowed, required, open_kwargs = _init_params(target)
+    elif _FILE_MODEL_RE.fullmatch(model):
+        target = _load_file_class(model, allow_imports, where, base_dir or Path.cwd())
+        display = target.__name__
+        allowed, required, open_kwargs = _init_params(target)
     else:
+        close = difflib.get_close_matches(model, list(mitigations), n=1)
+        if close and "." not in model:
+            raise ModelError(
+                f"{where}.model: unknown model '{model}'; did you mean {close[0]}? "
+                f"Built-in mitigations are {', '.join(mitigations)}"
+            )
         target = _import_class(model, allow_imports, where)
         display = target.__name__
         allowed, required, open_kwargs = _init_params(target)
@@ -574,7 +666,7 @@ def _build_recipe(
     kwargs: dict[str, Any] = {}
     for pname, value in params.items():
         kwargs[pname] = _resolve_param(
-            target, pname, value, random_state, allow_imports, f"{where}.params.{pname}"
+            target, pname, value, random_state, allow_imports, f"{where}.params.{pname}", base_dir
         )
     if "random_state" in allowed and "random_state" not in kwargs:
         kwargs["random_state"] = random_state
@@ -635,6 +727,53 @@ def _import_class(path: str, allow_imports: bool, where: str) -> type:
     return obj
 
 
+def _load_file_class(model: str, allow_imports: bool, where: str, base_dir: Path) -> type:
+    """Load ``ClassName`` from ``path/to/file.py:ClassName`` (never ``eval``).
+
+    The path is relative to ``base_dir`` (the scenario file's folder) unless absolute. Loading
+    runs the file, so it needs ``allow_imports``. The module is loaded once per process with
+    ``importlib.util.spec_from_file_location`` under a name derived from its absolute path, and
+    registered in ``sys.modules`` so that its objects pickle within the process.
+    """
+    m = _FILE_MODEL_RE.fullmatch(model)
+    rel, attr = m["path"], m["attr"]
+    if not allow_imports:
+        raise ModelError(_MSG_FILE_NOT_ALLOWED.format(where=where, path=rel))
+    path = (base_dir / rel).resolve()
+    if not path.is_file():
+        raise ModelError(
+            f"{where}.model: file '{rel}' not found (looked for {path}); "
+            "a file path is relative to the scenario file"
+        )
+    module_name = "simsys_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ModelError(f"{where}.model: cannot load '{rel}' as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise ModelError(
+                f"{where}.model: running '{rel}' failed ({type(exc).__name__}: {exc})"
+            ) from exc
+    obj = getattr(module, attr, None)
+    if obj is None:
+        public = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, public, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "check the spelling"
+        raise ModelError(f"{where}.model: file '{rel}' has no attribute '{attr}'; {hint}")
+    if not inspect.isclass(obj) or not callable(getattr(obj, "fit", None)):
+        raise ModelError(
+            f"{where}.model: '{model}' is not a class with a fit method; "
+            "a file path must name an estimator class"
+        )
+    return obj
+
+
 def _init_params(cls: type) -> tuple[list[str], list[str], bool]:
     """Constructor parameters of ``cls``: (all names, required names, takes ``**kwargs``).
 
@@ -665,11 +804,12 @@ def _resolve_param(
     random_state: int,
     allow_imports: bool,
     where: str,
+    base_dir: Path | None = None,
 ) -> Any:
     """Turn a nested model spec or a fairlearn constraint name into a recipe; pass others as is."""
     if isinstance(value, Mapping) and "model" in value:
         _check_spec_keys(value, _NESTED_SPEC_KEYS, where)
-        recipe, _ = _build_recipe(value, random_state, allow_imports, where)
+        recipe, _ = _build_recipe(value, random_state, allow_imports, where, base_dir)
         return recipe
     if pname == "constraints" and isinstance(value, str) and _is_fairlearn_reduction(target):
         if value not in FAIRLEARN_CONSTRAINTS:
