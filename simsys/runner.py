@@ -484,7 +484,10 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     # one column per path swept anywhere; a point that does not set a path (a grid point beside
     # explicit points) has the scenario's own value there, not a missing value
     for path in dict.fromkeys(p for pt in experiment.points for p in pt):
-        frame[path] = point[path] if path in point else _get_path(scenario.data, path)
+        value = point[path] if path in point else _get_path(scenario.data, path)
+        if isinstance(value, list | dict):  # e.g. a swept roles.group: one cell, shown as text
+            value = json.dumps(value)
+        frame[path] = value
     return {"rows": frame, "errors": errors, "predictions": predictions,
             "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
             "n_train_biased": int(m), "n_train_clean": int(clean.n)}
