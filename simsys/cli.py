@@ -149,10 +149,10 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
 def _run_report(run_dir) -> None:
     """The report at the end of a run. The results are already on disk, so a report that cannot be
     drawn is a warning with the command that retries it, not a failed run (--debug raises)."""
-    from simsys.report import write_report
-
     t0 = time.perf_counter()
     try:
+        from simsys.report import write_report  # matplotlib is imported only here
+
         path = write_report(run_dir)
     except Exception as exc:
         if click.get_current_context().find_root().params.get("debug"):

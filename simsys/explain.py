@@ -1,0 +1,492 @@
+"""Plain-language descriptions of a scenario: what ``simsys explain`` prints, for a class.
+
+This module owns the words: it walks a validated scenario and says, in sentences, what each node is
+and what it depends on, what each bias does to whom, and what the experiment measures. It also owns
+the small structural facts those sentences and the drawing need -- which nodes a bias reads and what
+it writes (:func:`bias_reads`, :func:`bias_writes`), and which biases and nodes a swept setting
+moves (:func:`affected_by`) -- so that the picture (``simsys.drawing``), the report
+(``simsys.report``) and the text agree. It imports nothing heavier than the scenario module.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+from simsys.biases import bias_name, observed_variables
+from simsys.scenario import (
+    BIAS_FIELDS,
+    NODE_FIELDS,
+    CategoricalNode,
+    LabelBias,
+    MeasurementBias,
+    MissingnessBias,
+    ProxyLabelBias,
+    RepresentationBias,
+    Scenario,
+    SelectionBias,
+    indicator_names,
+    split_path,
+)
+
+WIDTH = 96
+"""Line width of the text ``simsys explain`` prints."""
+
+KIND_WORDS = {
+    "bernoulli": "a yes/no (0/1) variable",
+    "categorical": "a category",
+    "normal": "a normally distributed number",
+    "lognormal": "a positive, right-skewed number (log-normal)",
+    "poisson": "a count (Poisson)",
+    "uniform": "a number spread evenly over a range",
+    "deterministic": "computed from other variables, with no randomness of its own",
+}
+
+BIAS_WORDS = {
+    "representation": "under-representation",
+    "selection": "selection",
+    "label": "label (annotation) bias",
+    "measurement": "measurement bias",
+    "missingness": "missing values",
+    "proxy_label": "proxy label",
+}
+
+
+# --- structure ----------------------------------------------------------------------------------------
+def formula_names(scenario: Scenario, key: str) -> tuple[list[str], list[str]]:
+    """The nodes and the params a formula (by key path, e.g. ``biases[0].keep``) uses.
+
+    Category indicators (``skin_tone_dark``) count as their node (``skin_tone``). Both lists keep the
+    order of the scenario's declarations, so that sentences built from them are stable.
+    """
+    expr = scenario.formulas.get(key)
+    if expr is None:
+        return [], []
+    spec = scenario.spec
+    indicators = indicator_names(spec)
+    used = expr.names()
+    nodes = {indicators[u][0] if u in indicators else u for u in used if u not in spec.params}
+    return [n for n in spec.nodes if n in nodes], [p for p in spec.params if p in used]
+
+
+def _bias_formula_keys(scenario: Scenario, index: int) -> list[str]:
+    b = scenario.spec.biases[index]
+    return [f"biases[{index}].{f}" for f in BIAS_FIELDS[b.type] if f"biases[{index}].{f}" in scenario.formulas]
+
+
+def bias_reads(scenario: Scenario, index: int) -> list[str]:
+    """The nodes a bias reads: its group's nodes, the nodes its formulas use, and what it corrupts."""
+    spec = scenario.spec
+    b = spec.biases[index]
+    out: set[str] = set(getattr(b, "group", {}) or {})
+    for key in _bias_formula_keys(scenario, index):
+        out |= set(formula_names(scenario, key)[0])
+    if isinstance(b, RepresentationBias) and b.keep is None:
+        out.add(spec.roles.target)  # outcome-dependent: who is kept depends on the true target
+    elif isinstance(b, SelectionBias):
+        out.add(b.node)
+    elif isinstance(b, LabelBias):
+        out.add(b.target or spec.roles.target)
+    elif isinstance(b, MeasurementBias | MissingnessBias):
+        out.add(b.feature)
+    elif isinstance(b, ProxyLabelBias):
+        out.add(b.label)
+    return [n for n in spec.nodes if n in out]
+
+
+KEPT = "in training data"
+"""Name of the drawing's selection node (who is kept by representation and selection biases)."""
+
+
+def bias_writes(scenario: Scenario, index: int) -> str:
+    """What a bias changes: ``<variable>_observed``, or :data:`KEPT` for who enters the data."""
+    b = scenario.spec.biases[index]
+    if isinstance(b, RepresentationBias | SelectionBias):
+        return KEPT
+    if isinstance(b, LabelBias):
+        return (b.target or scenario.spec.roles.target) + "_observed"
+    if isinstance(b, MeasurementBias | MissingnessBias):
+        return b.feature + "_observed"
+    return scenario.spec.roles.target + "_observed"  # proxy_label
+
+
+def observed_nodes(scenario: Scenario) -> list[str]:
+    """The ``_observed`` variables of the scenario (the target's always exists)."""
+    return [v + "_observed" for v in observed_variables(scenario)]
+
+
+def affected_by(scenario: Scenario, path: str) -> tuple[list[int], list[str]]:
+    """The biases (indices) and nodes a swept setting moves.
+
+    ``biases[2].keep`` moves bias 2; ``nodes.age.sd`` moves node ``age``; ``params.keep_dark``
+    moves every bias and node whose formulas use that param. Anything else moves nothing drawn.
+    """
+    try:
+        keys = split_path(path)
+    except ValueError:
+        return [], []
+    spec = scenario.spec
+    if keys[0] == "biases" and len(keys) > 1 and isinstance(keys[1], int) and keys[1] < len(spec.biases):
+        return [keys[1]], []
+    if keys[0] == "nodes" and len(keys) > 1 and keys[1] in spec.nodes:
+        return [], [str(keys[1])]
+    if keys[0] == "params" and len(keys) == 2:
+        p = keys[1]
+        biases = [i for i in range(len(spec.biases))
+                  if any(p in formula_names(scenario, k)[1] for k in _bias_formula_keys(scenario, i))]
+        nodes = sorted({k.split(".")[1] for k in scenario.formulas
+                        if k.startswith("nodes.") and p in formula_names(scenario, k)[1]},
+                       key=list(spec.nodes).index)
+        return biases, nodes
+    return [], []
+
+
+# --- words ------------------------------------------------------------------------------------------
+def number(value: Any) -> str:
+    """A setting as a reader would write it: ``0.3``, ``1``, ``300,000``; formulas unchanged."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        return f"{value:g}"
+    return " ".join(str(value).split())
+
+
+def _written(scenario: Scenario, key: str) -> str:
+    """A field's value as the scenario file wrote it (whitespace collapsed)."""
+    node: Any = scenario.data
+    for k in split_path(key):
+        try:
+            node = node[k]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    return number(node)
+
+
+def _params_text(scenario: Scenario, params: list[str]) -> str:
+    if not params:
+        return ""
+    vals = ", ".join(f"{p} = {number(scenario.spec.params[p])}" for p in params)
+    return f" (with {vals})"
+
+
+def _value_text(scenario: Scenario, key: str) -> str:
+    """``where(...) (with keep_dark = 0.3, ...)`` or ``0.2`` (a field left out: its default)."""
+    text = _written(scenario, key)
+    if not text:
+        keys = split_path(key)
+        obj: Any = scenario.spec
+        for k in keys:
+            obj = obj[k] if isinstance(k, int) else getattr(obj, str(k), None)
+        text = number(obj)
+    return text + _params_text(scenario, formula_names(scenario, key)[1])
+
+
+def _subject(scenario: Scenario, selector: Mapping[str, Any] | None) -> str:
+    """``each patient is`` / ``patients with g = 1 are``."""
+    return "each patient is" if not selector else who(scenario, selector) + " are"
+
+
+def who(scenario: Scenario, selector: Mapping[str, Any] | None, *, plural: bool = False) -> str:
+    """``every patient`` (``all patients``) / ``patients with skin_tone = dark and sex = F``."""
+    if not selector:
+        return "all patients" if plural else "every patient"
+    return "patients with " + " and ".join(f"{n} = {v}" for n, v in selector.items())
+
+
+def join_words(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def roles_of(scenario: Scenario, node: str) -> list[str]:
+    """The roles a node plays: ``group``, ``target``, ``feature``, ``reference`` (an extra label)."""
+    spec = scenario.spec
+    out = []
+    if node in scenario.groups:
+        out.append("group")
+    if node == spec.roles.target:
+        out.append("target")
+    if node in spec.roles.features:
+        out.append("feature")
+    refs = (spec.experiment or {}).get("references") or []
+    if isinstance(refs, list) and node in refs:
+        out.append("reference")
+    return out
+
+
+ROLE_SENTENCES = {
+    "group": "the group attribute: every metric is compared between its values",
+    "target": "the target: the true outcome the models should predict",
+    "feature": "a feature: the models see it (as observed)",
+    "reference": "an extra reference label the predictions are also scored against",
+}
+
+
+def describe_node(scenario: Scenario, node: str) -> list[str]:
+    """Sentences about one node: what it is, how it is drawn, what it depends on, its role."""
+    spec = scenario.spec
+    s = spec.nodes[node]
+    what = KIND_WORDS[s.kind]
+    if isinstance(s, CategoricalNode):
+        key = "probs" if s.probs is not None else "logits"
+        params = sorted({p for i in range(len(s.categories))
+                         for p in formula_names(scenario, f"nodes.{node}.{key}[{i}]")[1]},
+                        key=list(spec.params).index)
+        weights = ", ".join(_written(scenario, f"nodes.{node}.{key}[{i}]") for i in range(len(s.categories)))
+        what += (f" ({', '.join(s.categories)}), drawn with {'weights' if key == 'probs' else 'log-weights'} "
+                 f"{weights}{_params_text(scenario, params)}")
+    else:
+        parts = []
+        for fld in NODE_FIELDS[s.kind]:
+            if f"nodes.{node}.{fld}" in scenario.formulas:
+                parts.append(f"{fld.replace('_', ' ')} {_value_text(scenario, f'nodes.{node}.{fld}')}")
+        if parts:
+            what += ": " + "; ".join(parts)
+    if s.unit:
+        what += f" (in {s.unit})"
+    if s.description:
+        lines = [f"{node} -- " + " ".join(s.description.split()).rstrip(".") + ".", f"It is {what}."]
+    else:
+        lines = [f"{node} is {what}."]
+    parents = list(scenario.parents.get(node, ()))
+    if parents:
+        lines.append(f"It depends on {join_words(parents)}.")
+    else:
+        lines.append("It depends on nothing else in the graph: a root cause.")
+    children = [n for n in scenario.order if node in scenario.parents.get(n, ())]
+    if children:
+        lines.append(f"It affects {join_words(children)}.")
+    for r in roles_of(scenario, node):
+        lines.append(f"Role: {ROLE_SENTENCES[r]}.")
+    return lines
+
+
+def bias_populations(scenario: Scenario, index: int) -> list[str]:
+    """The populations a bias acts on (its own list, else those marked ``biased: true``)."""
+    b = scenario.spec.biases[index]
+    pops = scenario.spec.populations
+    if b.populations is not None:
+        return [p for p in b.populations if pops[p].biased]
+    return [p for p, spec in pops.items() if spec.biased]
+
+
+def describe_bias(scenario: Scenario, index: int) -> list[str]:
+    """Sentences about one bias: what it does, to whom, driven by what, in which populations."""
+    spec = scenario.spec
+    b = spec.biases[index]
+    name = bias_name(scenario, index)
+    base = f"biases[{index}]"
+    target = spec.roles.target
+    head = f"{name} ({BIAS_WORDS[b.type]})"
+    head += (" -- " + " ".join(b.description.split()).rstrip(".") + ".") if b.description else "."
+    lines = [head]
+    if isinstance(b, RepresentationBias):
+        if b.keep is not None:
+            lines.append(f"Who is in the training data: {_subject(scenario, b.group)} kept with probability "
+                         f"{_value_text(scenario, base + '.keep')}; the others are dropped, so the model "
+                         "never sees them.")
+        else:
+            parts = []
+            if b.keep_positive is not None:
+                parts.append(f"those with {target} = 1 with probability {_value_text(scenario, base + '.keep_positive')}")
+            if b.keep_negative is not None:
+                parts.append(f"those with {target} = 0 with probability {_value_text(scenario, base + '.keep_negative')}")
+            lines.append(f"Who is in the training data: among {who(scenario, b.group, plural=True)}, it keeps "
+                         f"{' and '.join(parts)}; the others are dropped, so the model never sees them.")
+    elif isinstance(b, SelectionBias):
+        lines.append(f"Who is in the training data: only patients with {b.node} = 1 (non-zero) enter it; "
+                     "the others are never seen by the model.")
+    elif isinstance(b, LabelBias):
+        t = b.target or target
+        parts = []
+        if _written(scenario, base + ".false_negative_rate") not in ("", "0"):
+            parts.append(f"a true {t} = 1 is recorded as 0 (a missed case) with probability "
+                         f"{_value_text(scenario, base + '.false_negative_rate')}")
+        if _written(scenario, base + ".false_positive_rate") not in ("", "0"):
+            parts.append(f"a true {t} = 0 is recorded as 1 (a false alarm) with probability "
+                         f"{_value_text(scenario, base + '.false_positive_rate')}")
+        action = "; ".join(parts) if parts else "labels are left unchanged at these settings"
+        lines.append(f"What the label says: among {who(scenario, b.group, plural=True)}, {action}. The model is "
+                     f"trained on the recorded label {t}_observed; the truth {t} is kept beside it.")
+    elif isinstance(b, MeasurementBias):
+        lines.append(f"What the model sees: for {who(scenario, b.group, plural=True)}, {b.feature} is "
+                     f"recorded as {_value_text(scenario, base + '.scale')} times the true value, plus "
+                     f"{_value_text(scenario, base + '.offset')}, plus noise with sd "
+                     f"{_value_text(scenario, base + '.noise_sd')}.")
+    elif isinstance(b, MissingnessBias):
+        lines.append(f"What the model sees: for {who(scenario, b.group, plural=True)}, {b.feature} is missing with "
+                     f"probability {_value_text(scenario, base + '.rate')}.")
+    elif isinstance(b, ProxyLabelBias):
+        lines.append(f"What the label says: the training label is {b.label}, not the true {target}: "
+                     f"the model learns to predict {b.label}.")
+    reads = bias_reads(scenario, index)
+    if reads:
+        lines.append(f"It depends on {join_words(reads)}.")
+    pops = bias_populations(scenario, index)
+    if pops:
+        lines.append(f"It acts on the population{'s' if len(pops) > 1 else ''} {join_words(pops)}; "
+                     "the clean twin is the same patients without it.")
+    else:
+        lines.append("It acts on no population (none is marked biased).")
+    return lines
+
+
+def describe_change(scenario: Scenario, path: str, before: Any, after: Any) -> str:
+    """``Lowering keep_dark from 1 to 0.03 (it sets the bias under_representation)``."""
+    verb = "Changing"
+    if isinstance(before, int | float) and isinstance(after, int | float) and not isinstance(before, bool):
+        verb = "Raising" if after > before else "Lowering" if after < before else "Keeping"
+    try:
+        keys = split_path(path)
+    except ValueError:
+        keys = [path]
+    spec = scenario.spec
+    what = path
+    if keys[0] == "biases" and len(keys) == 3 and isinstance(keys[1], int) and keys[1] < len(spec.biases):
+        b = spec.biases[keys[1]]
+        sel = getattr(b, "group", None)
+        g = who(scenario, sel, plural=True)
+        one = "a patient" + (" with " + " and ".join(f"{n} = {v}" for n, v in sel.items()) if sel else "")
+        t = spec.roles.target
+        what = {
+            "keep": f"the probability that {one} stays in the training data",
+            "keep_positive": f"the probability that {one} and {t} = 1 stays in the training data",
+            "keep_negative": f"the probability that {one} and {t} = 0 stays in the training data",
+            "false_negative_rate": f"the share of true {t} = 1 labelled 0 among {g}",
+            "false_positive_rate": f"the share of true {t} = 0 labelled 1 among {g}",
+            "offset": f"the offset added to {getattr(b, 'feature', '')} for {g}",
+            "scale": f"the scale of {getattr(b, 'feature', '')} for {g}",
+            "noise_sd": f"the measurement noise of {getattr(b, 'feature', '')} for {g}",
+            "rate": f"the share of {g} whose {getattr(b, 'feature', '')} is missing",
+        }.get(str(keys[2]), path)
+        what += f" (bias {bias_name(scenario, keys[1])})"
+    elif keys[0] == "params" and len(keys) == 2:
+        what = str(keys[1])
+        biases, nodes = affected_by(scenario, path)
+        used = [f"bias {bias_name(scenario, i)}" for i in biases] + nodes
+        if used:
+            what += f" (it sets {join_words(used)})"
+    return f"{verb} {what} from {number(before)} to {number(after)}"
+
+
+def setting_label(path: str) -> str:
+    """A short name for a swept path: ``params.keep_dark`` -> ``keep_dark``."""
+    return path[len("params."):] if path.startswith("params.") else path
+
+
+def describe_experiment(scenario: Scenario) -> list[str]:
+    """Sentences about the experiment block: models, sweep, replicates, what is measured."""
+    spec = scenario.spec
+    exp = dict(spec.experiment or {})
+    target = spec.roles.target
+    groups = join_words(scenario.groups)
+    models = exp.get("models") or [{"model": "logistic_regression"}, {"model": "gradient_boosting"}]
+    names = []
+    for m in models:
+        m = {"model": m} if isinstance(m, str) else m
+        nm, kind = m.get("name", m.get("model")), m.get("model")
+        names.append(nm if nm == kind else f"{nm} ({kind})")
+    train = exp.get("train", "train")
+    test = exp.get("test", "test")
+    lines = [f"Models: {join_words(names)}."]
+    sweep = exp.get("sweep") or {}
+    grid = sweep.get("grid") or {}
+    points = sweep.get("points") or []
+    if grid or points:
+        parts = [f"{p} over {', '.join(number(v) for v in vals)}" for p, vals in grid.items()]
+        s = "The sweep moves " + join_words(parts) if parts else "The sweep"
+        if grid and len(grid) > 1:
+            s += " (every combination)"
+        if points:
+            s += (" plus " if parts else " runs ") + f"{len(points)} explicit setting{'s' if len(points) > 1 else ''}"
+        lines.append(s + ".")
+    else:
+        lines.append("There is no sweep: one setting, the scenario's own.")
+    lines.append(
+        f"For every setting and each of {exp.get('replicates', 3)} replicates (fresh patients, a "
+        f"seed each), simsys draws from the {train} population the biased training set (biases on) "
+        f"and its clean twin (the same patients before any bias acted), fits every model on each, "
+        f"chooses the decision threshold on a validation set ({_threshold_words(exp.get('threshold'))}), "
+        f"and scores the predictions on the {test} population against the true {target}, and against "
+        f"its recorded label {target}_observed (what an audit with only those labels would see).")
+    lines.append(
+        f"What it measures: per-group metrics (false-negative rate, false-positive rate, AUROC, "
+        f"calibration, ...) for each group of {groups}; each metric's gap between groups (largest "
+        f"minus smallest group value); and how much of that gap the injected biases caused: the gap "
+        f"of the model trained on the biased data minus the gap of the same model trained on the "
+        f"clean twin. The intervals are 95% intervals over the replicates.")
+    return lines
+
+
+def _threshold_words(policy: Any) -> str:
+    if not isinstance(policy, Mapping) or policy.get("kind", "fixed") == "fixed":
+        t = policy.get("threshold", 0.5) if isinstance(policy, Mapping) else 0.5
+        return f"fixed at {number(t)}"
+    if policy["kind"] == "max_f1":
+        return "the one with the best F1 score"
+    return f"the one giving {policy['kind']} {number(policy.get('target'))}"
+
+
+def sections(scenario: Scenario) -> list[tuple[str, list[list[str]]]]:
+    """The walk-through as (title, paragraphs), each paragraph a list of sentences."""
+    spec = scenario.spec
+    out: list[tuple[str, list[list[str]]]] = []
+    intro = [" ".join(spec.description.split())] if spec.description else []
+    intro.append(f"It has {len(spec.nodes)} variables and {len(spec.biases)} injected "
+                 f"bias{'es' if len(spec.biases) != 1 else ''}; the root seed is {spec.seed}.")
+    out.append((f"Scenario {spec.name}", [intro]))
+    out.append(("The variables, in causal order (each after what it depends on)",
+                [describe_node(scenario, n) for n in scenario.order]))
+    obs = observed_nodes(scenario)
+    roles = spec.roles
+    out.append(("Roles", [[
+        f"Group: {join_words(scenario.groups)}. Target (the truth): {roles.target}. "
+        f"Features the models see: {join_words(list(roles.features))}.",
+        f"Observed (recorded) versions that may differ from the truth: {join_words(obs)}."
+        + (" Reference group for comparisons: " + who(scenario, roles.reference_group).removeprefix("patients with ")
+           + "." if roles.reference_group else "")]]))
+    if spec.biases:
+        out.append(("The injected biases (in the order they act)",
+                    [describe_bias(scenario, i) for i in range(len(spec.biases))]))
+    else:
+        out.append(("The injected biases", [["None: the data are the truth."]]))
+    pops = []
+    for name, p in spec.populations.items():
+        s = f"{name}: {number(p.n)} patients drawn, {'biased' if p.biased else 'unbiased'}"
+        if p.params:
+            s += "; with " + ", ".join(f"{k} = {number(v)}" for k, v in p.params.items())
+        if p.do:
+            s += "; setting " + ", ".join(f"{k} := {number(v)}" for k, v in p.do.items())
+        if p.description:
+            s += " -- " + " ".join(p.description.split())
+        pops.append([s + "."])
+    out.append(("Populations", pops))
+    if spec.experiment is not None:
+        out.append(("The experiment", [describe_experiment(scenario)]))
+    return out
+
+
+def explain(scenario: Scenario, *, width: int = WIDTH) -> str:
+    """The plain-text walk-through that ``simsys explain`` prints."""
+    lines: list[str] = []
+    for title, paragraphs in sections(scenario):
+        lines += [title, "=" * len(title) if not lines else "-" * len(title)]
+        numbered = len(paragraphs) > 1
+        for i, para in enumerate(paragraphs, 1):
+            text = " ".join(para)
+            prefix = f"{i}. " if numbered else ""
+            lines += textwrap.wrap(text, width=width, initial_indent=prefix,
+                                   subsequent_indent=" " * len(prefix), break_on_hyphens=False)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = ["affected_by", "bias_reads", "bias_writes", "describe_bias", "describe_change",
+           "describe_experiment", "describe_node", "explain", "sections"]
