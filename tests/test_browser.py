@@ -11,8 +11,8 @@ A to position I and fires its ``input`` event, as a reader dragging it does.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 
