@@ -809,6 +809,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
                 log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
                             e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
 
+    if len(payload) > 1 and (executor == "dask" or (workers or _cores()) > 1):
+        _warm_kernels(scenario, experiment, root_seed)
     bar = _progress(len(tasks), len(done), progress)
     try:
         for key, res in _execute(payload, workers=workers, executor=executor, scheduler=scheduler):
@@ -834,6 +836,15 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         log.removeHandler(handler)  # only ours: handlers a user attached stay
         handler.close()
     return RunResult(results, summary, errors, run_dir, manifest)
+
+
+def _warm_kernels(scenario: Scenario, experiment: Experiment, seed: int) -> None:
+    """Compile (first use on this machine) or load numba's cached kernels once, in this process,
+    before workers start: otherwise every worker would compile them at the same time, each saying so.
+    """
+    cohort = run_plan(build_plan(scenario, experiment.train, biased=True), 64, seed, threads=1)
+    y = cohort.column(scenario.spec.roles.target).astype(np.int64)
+    M.binary_metrics(y, y, np.full(y.shape, 0.5), np.zeros(y.shape, np.int64), 1)
 
 
 def _progress(total, initial, enabled):

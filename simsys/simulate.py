@@ -235,9 +235,18 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def output_buffers(plan: Plan, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uninitialised output arrays for up to ``n`` rows of ``plan`` (for ``run_plan(out=...)``):
+    float64 columns, uint8 columns, int64 patient ids."""
+    p = plan.program
+    return (np.empty((len(p.columns_f), n), dtype=np.float64),
+            np.empty((len(p.columns_u), n), dtype=np.uint8), np.empty(n, dtype=np.int64))
+
+
 def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = True,
              threads: int | None = None, block: int = BLOCK, inputs: np.ndarray | None = None,
-             row_ids: np.ndarray | None = None) -> Cohort:
+             row_ids: np.ndarray | None = None,
+             out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Cohort:
     """Sample rows ``start .. start+n`` of a population (patients are numbered from 0).
 
     Representation and selection biases drop patients when ``filter`` is true (the cohort then has
@@ -246,7 +255,11 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
 
     Memory: the output columns are allocated once and written by the kernel directly (filtered
     rows never reach them), so the peak is about the cohort itself; when filtering, the arrays
-    are sized for ``n`` rows but only the kept rows' pages are ever touched.
+    are sized for ``n`` rows but only the kept rows' pages are ever touched. ``out`` (from
+    :func:`output_buffers`, for at least ``n`` rows) is written instead of new arrays: a caller
+    that samples repeatedly avoids the page faults of fresh memory, which cost more than the
+    sampling itself on some virtual machines. The cohort returned is then a view of ``out``, and
+    the next call that reuses ``out`` overwrites it.
     """
     from simsys.kernels.interpreter import _copy_rows, _run_program
 
@@ -261,9 +274,17 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
     if filter and plan.keep_row is not None:
         is_keep = (prog.store_kind == 1) & (prog.store_row == plan.keep_row)
         keep_reg = int(prog.store_reg[is_keep][0])
-    out_f = np.empty((len(prog.columns_f), n), dtype=np.float64)
-    out_u = np.empty((len(prog.columns_u), n), dtype=np.uint8)
-    pid = np.empty(n, dtype=np.int64)
+    if out is None:
+        out_f, out_u, pid = output_buffers(plan, n)
+    else:
+        out_f, out_u, pid = out
+        want = output_buffers(plan, 0)
+        for name, a, w in zip(("out[0]", "out[1]", "out[2]"), out, want):
+            if not (isinstance(a, np.ndarray) and a.dtype == w.dtype and a.ndim == w.ndim
+                    and a.shape[:-1] == w.shape[:-1] and a.shape[-1] >= n and a.flags.c_contiguous):
+                raise ValueError(f"run_plan: {name}: expected a C-contiguous {w.dtype} array of shape "
+                                 f"{(*w.shape[:-1], n)} or longer (see output_buffers), got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
     if inputs is None:
         inputs = np.empty((0, 0), dtype=np.float64)
     head = (prog.code, prog.keys(seed, plan.population), prog.consts(plan.params), prog.n_regs,

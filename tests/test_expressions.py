@@ -237,7 +237,7 @@ def test_rendering_parses_back_to_the_same_tree(text):
 
 def _clamp_exp(e: ex.Expr) -> ex.Expr:
     """The formula as the kernel computes it: exp's argument clamped to [-708, 709] (documented in
-    ``simsys.kernels.interpreter._exp_parts``; logistic(x) uses exp(-x))."""
+    ``simsys.kernels.interpreter._exp``; logistic(x) uses exp(-x))."""
     if e.op in ("const", "name"):
         return e
     args = tuple(_clamp_exp(a) for a in e.args)

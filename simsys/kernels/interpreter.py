@@ -18,9 +18,15 @@ added or changed (common random numbers across the cells of a sweep). The keys t
 Speed notes (measured, see ``../shared/performance-notes.md`` and ``benchmarks/sample_speed.py``):
 each opcode is a simple loop that LLVM vectorises; ``fastmath`` stays off so the vectorised and
 remainder iterations give bit-identical results (block-size independence); ``error_model='numpy'``
-lifts the division check that blocks vectorisation; ``exp`` is a polynomial written in plain
-arithmetic so it vectorises too (numba's scalar ``exp`` does not); normal draws use a 256-layer
-ziggurat whose branch-free first try vectorises, with a scalar pass for the ~1% rejected rows.
+lifts the division check that blocks vectorisation. Three ways to lose vectorisation silently were
+met, and each is avoided below: (1) a loop with hashing or ``exp`` inside the big dispatch
+function of :func:`_run_program` stays scalar (uniforms 2.4 ns instead of 0.3 ns per element), so
+those loops live in small ``_pass_*`` functions; (2) indexing an output as ``a[w + i]`` costs a
+wrap-around check LLVM cannot remove (3-4x slower stores), so rows are written through slices;
+(3) a table look-up (the ziggurat's) is a gather, which LLVM will not vectorise on this CPU, so the
+normal pass hashes in one vectorised loop and looks up in a separate scalar one. ``exp`` is a
+polynomial in plain arithmetic, with 2**k made by a bitcast (:func:`_bits_as_float`), so it
+vectorises too (numba's scalar ``exp`` does not).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ def _kernel(fn):
     """
     _PENDING[fn.__name__] = fn
     return fn
+
 
 # --- opcodes --------------------------------------------------------------------------------------
 # Operands: ``a``, ``b``, ``c`` are registers unless the opcode's name ends in C (then ``b`` or ``c``
