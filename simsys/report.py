@@ -47,7 +47,7 @@ from matplotlib.patches import Patch
 from simsys import explain as X
 from simsys.drawing import bias_id, draw_graph, figure_bytes, to_dot
 from simsys.errors import RunError
-from simsys.scenario import Scenario, from_dict, split_path
+from simsys.scenario import Scenario, from_dict, get_path
 
 #: Disparities drawn in the headline figure, in this order (``tpr`` mirrors ``fnr`` exactly).
 DISPARITIES = ("fnr", "fpr", "selection_rate", "accuracy", "auroc")
@@ -214,7 +214,7 @@ def load_run(run_dir: str | Path) -> RunData:
     for pt in point_list:  # a point that does not set a swept path has the scenario's own value
         for path in paths:
             if path not in pt:
-                pt[path] = _value_at(scenario.data, path)
+                pt[path] = get_path(scenario.data, path)
     models = [m if isinstance(m, str) else m.get("name", m.get("model")) for m in manifest.get("models", [])]
     from simsys.runner import GroupCoding
 
@@ -226,16 +226,6 @@ def load_run(run_dir: str | Path) -> RunData:
         for p, m, t, r, s, g, k, mean, lo, hi, n in zip(*cols):
             index[(int(p), m, t, r, s, g, k)] = Stat(float(mean), float(lo), float(hi), int(n))
     return RunData(run_dir, manifest, scenario, results, summary, point_list, paths, models, groups, index)
-
-
-def _value_at(data, path: str):
-    node = data
-    for key in split_path(path):
-        try:
-            node = node[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 # --- formatting ---------------------------------------------------------------------------------------

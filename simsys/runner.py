@@ -51,7 +51,7 @@ from simsys.models import (
     model_label,
     parse_threshold_policy,
 )
-from simsys.scenario import Scenario, from_dict, load_scenario, split_path
+from simsys.scenario import Scenario, from_dict, get_path, load_scenario, split_path
 from simsys.simulate import build_plan, node_store, run_plan
 
 log = logging.getLogger("simsys.run")
@@ -484,7 +484,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     # one column per path swept anywhere; a point that does not set a path (a grid point beside
     # explicit points) has the scenario's own value there, not a missing value
     for path in dict.fromkeys(p for pt in experiment.points for p in pt):
-        value = point[path] if path in point else _get_path(scenario.data, path)
+        value = point[path] if path in point else get_path(scenario.data, path)
         if isinstance(value, list | dict):  # e.g. a swept roles.group: one cell, shown as text
             value = json.dumps(value)
         frame[path] = value
@@ -581,17 +581,6 @@ def _checked_scores(score: np.ndarray, name: str) -> np.ndarray:
         bad = score[~(np.isfinite(score) & (score >= -1e-9) & (score <= 1 + 1e-9))][0]
         raise ModelError(f"model '{name}': scores must be finite probabilities in [0, 1], got {bad!r}")
     return np.clip(score, 0.0, 1.0)
-
-
-def _get_path(data, path: str):
-    """The value at a dotted path of the scenario's data (None where an optional key is unset)."""
-    node = data
-    for key in split_path(path):
-        try:
-            node = node[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _disparity_reason(value: float, per_group: np.ndarray) -> str | None:

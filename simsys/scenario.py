@@ -321,6 +321,17 @@ def split_path(path: str) -> list[str | int]:
     return out
 
 
+def get_path(data: Any, path: str) -> Any:
+    """The value at a dotted path (``biases[0].keep``) of a scenario's data; None where unset."""
+    node = data
+    for key in split_path(path):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
 def set_path(data: dict, path: str, value: Any, *, source: str) -> None:
     """Set ``value`` at a dotted path that must already exist (params may be added)."""
     try:
