@@ -187,6 +187,35 @@ def _check_undefined(undefined: str) -> None:
 # =====================================================================================================
 # per-group metrics
 # =====================================================================================================
+class _OrderCache:
+    """The sort orders and bins of the last (scores, groups) pair, reused when the same arrays come
+    again: the runner scores one model's predictions against the truth and then against the
+    observed labels, and the sorts (two thirds of the cost of :func:`binary_metrics`) depend only
+    on the scores and the groups.
+
+    Keyed by the identity of the arrays passed, which stay referenced here (so an id cannot be
+    reused), and used only for read-only arrays (``a.flags.writeable = False``): their contents
+    cannot have changed between two calls.
+    """
+
+    def __init__(self):
+        self._entry = None  # (scores, groups, n_groups, value), replaced as a whole (thread-safe)
+
+    def get(self, scores, groups, n_groups):
+        e = self._entry
+        if (e is not None and e[0] is scores and e[1] is groups and e[2] == n_groups
+                and isinstance(scores, np.ndarray) and not scores.flags.writeable
+                and isinstance(groups, np.ndarray) and not groups.flags.writeable):
+            return e[3]
+        return None
+
+    def put(self, scores, groups, n_groups, value):
+        self._entry = (scores, groups, n_groups, value)
+
+
+_ORDER_CACHE = _OrderCache()
+
+
 class _Prepared:
     """Validated, converted and (when needed) sorted arrays in the layout the kernels read."""
 
@@ -202,20 +231,28 @@ class _Prepared:
         need_bins = need_bins and self.has_score
         self.need_auc, self.need_bins = bool(need_auc), bool(need_bins)
         empty_f, empty_i = np.empty(0), np.empty(0, dtype=np.int64)
+        cached = _ORDER_CACHE.get(y_score, groups, self.n_groups) if need_auc or need_bins else None
         if need_bins:
             # Bins (e_b, e_b+1], the first closed at 0: the convention of Guo et al.'s released code.
-            self.bins = np.searchsorted(_ECE_EDGES[1:-1], self.s, side="left").astype(np.int64)
+            self.bins = (cached[0] if cached else
+                         np.searchsorted(_ECE_EDGES[1:-1], self.s, side="left").astype(np.int64))
         else:
             self.bins = empty_i
         if need_auc:
-            # one float sort; the by-group order is then a stable sort of small integer codes
-            # (a radix sort in NumPy), equal to np.lexsort((s, g)) at a fraction of its cost
-            self.order_by_score = np.argsort(self.s, kind="stable").astype(np.int64)
-            small = np.int16 if self.n_groups < np.iinfo(np.int16).max else np.int64
-            by_group = np.argsort(self.g[self.order_by_score].astype(small), kind="stable")
-            self.order_by_group = self.order_by_score[by_group]
-            self.bounds = np.searchsorted(self.g[self.order_by_group],
-                                          np.arange(self.n_groups + 1)).astype(np.int64)
+            if cached:
+                self.order_by_score, self.order_by_group, self.bounds = cached[1:]
+            else:
+                # one float sort; the by-group order is then a stable sort of small integer codes
+                # (a radix sort in NumPy), equal to np.lexsort((s, g)) at a fraction of its cost
+                self.order_by_score = np.argsort(self.s, kind="stable").astype(np.int64)
+                small = np.int16 if self.n_groups < np.iinfo(np.int16).max else np.int64
+                by_group = np.argsort(self.g[self.order_by_score].astype(small), kind="stable")
+                self.order_by_group = self.order_by_score[by_group]
+                self.bounds = np.searchsorted(self.g[self.order_by_group],
+                                              np.arange(self.n_groups + 1)).astype(np.int64)
+                if need_bins:
+                    _ORDER_CACHE.put(y_score, groups, self.n_groups,
+                                     (self.bins, self.order_by_score, self.order_by_group, self.bounds))
             self.y_by_group = self.y[self.order_by_group]
             self.s_by_group = self.s[self.order_by_group]
             self.y_by_score = self.y[self.order_by_score]

@@ -357,6 +357,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                        filter=False, threads=1)
         test_obs_features = spec.populations[experiment.test].biased
         g_test = coding.codes(test)
+        g_test.flags.writeable = False
         g_val = coding.codes(val)
         y_test = test.column(target).astype(np.int64)
         y_test_obs = test.column(target + "_observed").astype(np.int64)
@@ -406,6 +407,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                 t0 = time.perf_counter()
                 yhat = (s_test >= thr).astype(np.int64)
                 score = None if fitted.hard_predictions_only else s_test
+                s_test.flags.writeable = False  # read-only: metrics may reuse its sort orders
                 rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr), None))
                 for reference, y_ref in (("truth", y_test), ("observed", y_test_obs), *y_test_extra):
                     vals, reasons = M.binary_metrics(y_ref, yhat, score, g_test, G, with_reasons=True)

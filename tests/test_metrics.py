@@ -627,3 +627,26 @@ def test_bootstrap_interval_coverage():
         hits += lo <= p_true <= hi
     # binomial sd of the coverage over 300 trials ~ 0.0126; allow 4 sd around 0.95
     assert abs(hits / trials - 0.95) < 0.05
+
+
+def test_sort_orders_are_reused_only_for_the_same_read_only_arrays():
+    """Scoring the same read-only scores against two label sets reuses their sort orders; the
+    results equal a fresh computation, and a writable array is never taken from the cache."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    s = rng.random(n)
+    g = rng.integers(0, 3, n)
+    s.flags.writeable = False
+    g.flags.writeable = False
+    y1, y2 = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    p = (s >= 0.5).astype(int)
+    a1 = M.binary_metrics(y1, p, s, g, 3)
+    a2 = M.binary_metrics(y2, p, s, g, 3)  # from the cache
+    assert M._ORDER_CACHE.get(s, g, 3) is not None
+    fresh2 = M.binary_metrics(y2, p, s.copy(), g.copy(), 3)
+    for k in a2:
+        np.testing.assert_array_equal(a2[k], fresh2[k])
+    assert not np.array_equal(a1["auroc"], a2["auroc"])
+    w = s.copy()  # writable: never cached
+    M.binary_metrics(y1, p, w, g, 3)
+    assert M._ORDER_CACHE.get(w, g, 3) is None
