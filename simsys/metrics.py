@@ -535,6 +535,13 @@ def _rates_like_fairlearn(metric: str, y_true, y_pred, groups,
     replaces 0/0 by 0: a group without positives has TPR = FNR = 0, not NaN. ``undefined="zero"``
     reproduces that; ``"nan"`` leaves such a group out of the aggregate instead.
     """
+    if metric not in ("selection_rate", "tpr", "fnr", "fpr"):  # pragma: no cover - internal
+        raise AssertionError(metric)
+    return _all_rates_like_fairlearn(y_true, y_pred, groups, undefined)[metric]
+
+
+def _all_rates_like_fairlearn(y_true, y_pred, groups, undefined: str) -> dict:
+    """Selection rate, TPR, FNR and FPR (by group present, overall) from one pass of counts."""
     p = _as_binary("y_pred", y_pred)
     n = p.shape[0]
     y = _as_binary("y_true", y_true, n, ref="y_pred") if y_true is not None else None
@@ -544,23 +551,43 @@ def _rates_like_fairlearn(metric: str, y_true, y_pred, groups,
     inv = (np.cumsum(present) - 1)[g]
     k = int(present.sum())
 
-    def per_group(w: np.ndarray) -> np.ndarray:
+    def per_group(w: np.ndarray | None) -> np.ndarray:
+        if w is None:
+            c = np.bincount(inv, minlength=k).astype(np.float64)
+            return np.append(c, float(n))
         return np.append(np.bincount(inv, weights=w, minlength=k), w.sum())
 
-    if metric == "selection_rate":
-        num, den = per_group(p), per_group(np.ones(n))
-    elif metric == "tpr":
-        num, den = per_group(y * p), per_group(y)
-    elif metric == "fnr":
-        num, den = per_group(y * (1.0 - p)), per_group(y)
-    elif metric == "fpr":
-        num, den = per_group((1.0 - y) * p), per_group(1.0 - y)
-    else:  # pragma: no cover - internal callers only
-        raise AssertionError(metric)
     fill = 0.0 if undefined == "zero" else np.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates = np.where(den > 0, num / den, fill)
-    return rates[:-1], float(rates[-1])
+
+    def rate(num, den):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(den > 0, num / den, fill)
+        return r[:-1], float(r[-1])
+
+    total, selected = per_group(None), per_group(p)
+    out = {"selection_rate": rate(selected, total)}
+    if y is not None:
+        pos, tp = per_group(y), per_group(y * p)
+        neg, fp = total - pos, selected - tp
+        out.update(tpr=rate(tp, pos), fnr=rate(pos - tp, pos), fpr=rate(fp, neg))
+    return out
+
+
+def fairness_differences(y_true, y_pred, groups) -> dict[str, float]:
+    """The four fairlearn-style differences a run reports, from one pass of counts.
+
+    ``demographic_parity_difference``, ``equal_opportunity_difference``,
+    ``equalized_odds_difference`` (worst case) and ``underdiagnosis_gap``, each between groups and
+    identical to the function of that name (the runner calls this once per model and label).
+    """
+    r = _all_rates_like_fairlearn(y_true, y_pred, groups, "zero")
+    d = {k: _difference_like_fairlearn(*r[k], "between_groups") for k in r}
+    return {
+        "demographic_parity_difference": d["selection_rate"],
+        "equal_opportunity_difference": d["tpr"],
+        "equalized_odds_difference": _combine_like_fairlearn((d["tpr"], d["fpr"]), "worst_case", max),
+        "underdiagnosis_gap": d["fnr"],
+    }
 
 
 def _difference_like_fairlearn(by_group: np.ndarray, overall: float, method: str) -> float:

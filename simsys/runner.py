@@ -425,12 +425,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                                 if gi != coding.reference:
                                     rows.append((name, training, reference, "disparity", coding.labels[gi],
                                                  f"{k}_minus_reference", float(d[gi]), None))
-                    fair = {
-                        "demographic_parity_difference": M.demographic_parity_difference(yhat, g_test),
-                        "equal_opportunity_difference": M.equal_opportunity_difference(y_ref, yhat, g_test),
-                        "equalized_odds_difference": M.equalized_odds_difference(y_ref, yhat, g_test),
-                        "underdiagnosis_gap": M.underdiagnosis_gap(y_ref, yhat, g_test),
-                    }
+                    fair = M.fairness_differences(y_ref, yhat, g_test)
                     for k, v in fair.items():
                         rows.append((name, training, reference, "disparity", "", k, float(v), None))
                     if experiment.methods and training in ("biased", "clean"):

@@ -650,3 +650,20 @@ def test_sort_orders_are_reused_only_for_the_same_read_only_arrays():
     w = s.copy()  # writable: never cached
     M.binary_metrics(y1, p, w, g, 3)
     assert M._ORDER_CACHE.get(w, g, 3) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fairness_differences_equal_the_single_functions(seed):
+    rng = np.random.default_rng(seed)
+    n = 500
+    y = rng.integers(0, 2, n)
+    p = rng.integers(0, 2, n)
+    g = rng.integers(0, 4, n)
+    y[g == 3] = 0  # a group without positives: fairlearn's TPR of 0 must be reproduced
+    got = M.fairness_differences(y, p, g)
+    assert got == {
+        "demographic_parity_difference": M.demographic_parity_difference(p, g),
+        "equal_opportunity_difference": M.equal_opportunity_difference(y, p, g),
+        "equalized_odds_difference": M.equalized_odds_difference(y, p, g),
+        "underdiagnosis_gap": M.underdiagnosis_gap(y, p, g),
+    }
