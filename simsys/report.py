@@ -31,7 +31,6 @@ import base64
 import html
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from matplotlib.patches import Patch
 from simsys import explain as X
 from simsys.drawing import bias_id, draw_graph, figure_bytes, to_dot
 from simsys.errors import RunError
+from simsys.io import atomic_write
 from simsys.scenario import Scenario, from_dict, get_path
 
 #: Disparities drawn in the headline figure, in this order (``tpr`` mirrors ``fnr`` exactly).
@@ -391,7 +391,7 @@ def cell_predictions(run: RunData, point: int) -> pd.DataFrame | None:
         return None
     frame = pd.concat(res["predictions"], ignore_index=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cache, lambda t: frame.to_parquet(t, index=False))
+    atomic_write(cache, lambda t: frame.to_parquet(t, index=False))
     return frame
 
 
@@ -1032,9 +1032,9 @@ def write_figures(run: RunData, built: Built) -> Path:
     out = run.run_dir / "figures"
     out.mkdir(exist_ok=True)
     for name, (png, svg) in built.figures.items():
-        _atomic_write(out / f"{name}.png", lambda t, b=png: Path(t).write_bytes(b))
-        _atomic_write(out / f"{name}.svg", lambda t, b=svg: Path(t).write_bytes(b))
-    _atomic_write(out / "graph.dot", lambda t: Path(t).write_text(to_dot(run.scenario), encoding="utf-8"))
+        atomic_write(out / f"{name}.png", lambda t, b=png: Path(t).write_bytes(b))
+        atomic_write(out / f"{name}.svg", lambda t, b=svg: Path(t).write_bytes(b))
+    atomic_write(out / "graph.dot", lambda t: Path(t).write_text(to_dot(run.scenario), encoding="utf-8"))
     return out
 
 
@@ -1051,19 +1051,8 @@ def write_report(run_dir: str | Path) -> Path:
     write_figures(run, built)
     page = render(run, built)
     path = run.run_dir / "report.html"
-    _atomic_write(path, lambda t: Path(t).write_text(page, encoding="utf-8"))
+    atomic_write(path, lambda t: Path(t).write_text(page, encoding="utf-8"))
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a hidden temporary file in the same folder, then rename: a reader (or a
-    rebuild after an interruption) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def b64(data: bytes) -> str:

@@ -31,10 +31,9 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import pandas as pd
 
 from simsys import metrics as M
 from simsys.errors import ModelError, RunError, ScenarioError
+from simsys.io import atomic_write
 from simsys.models import (
     ThresholdPolicy,
     build_model,
@@ -635,33 +635,10 @@ class RunResult:
     manifest: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates the file private (0600); outputs get the usual mode, as open() would give
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it; read it once, from the main thread (first write)
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
-_UMASK: int | None = None
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=2, default=str)))
+    atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=2, default=str)))
 
 
 def _versions() -> dict:
@@ -770,7 +747,7 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
             old = json.loads((run_dir / "manifest.json").read_text())
             manifest["started"] = old.get("started")
             manifest["resumed"] = _dt.datetime.now().isoformat(timespec="seconds")
-            # temporary files of writes the interruption cut short (_atomic_write's .part files)
+            # temporary files of writes the interruption cut short (atomic_write's .part files)
             for stray in [*run_dir.glob(".*.part"), *run_dir.glob("*/.*.part")]:
                 stray.unlink(missing_ok=True)
         _write_json(run_dir / "manifest.json", manifest)
@@ -910,9 +887,9 @@ def _write_cell(run_dir: Path, key, res) -> None:
     for i, pred in enumerate(res.get("predictions") or []):
         pdir = run_dir / "predictions"
         pdir.mkdir(exist_ok=True)
-        _atomic_write(pdir / f"point{key[0]:04d}_rep{key[1]:03d}_{i}.parquet",
+        atomic_write(pdir / f"point{key[0]:04d}_rep{key[1]:03d}_{i}.parquet",
                       lambda t, pred=pred: pred.to_parquet(t, index=False))
-    _atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
+    atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
 
 
 def _read_cell(path: Path) -> dict:
@@ -925,11 +902,11 @@ def _read_cell(path: Path) -> dict:
 
 
 def _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions) -> None:
-    _atomic_write(run_dir / "results.parquet", lambda t: results.to_parquet(t, index=False))
-    _atomic_write(run_dir / "results.csv", lambda t: results.to_csv(t, index=False))
-    _atomic_write(run_dir / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
-    _atomic_write(run_dir / "summary.csv", lambda t: summary.to_csv(t, index=False))
-    _atomic_write(run_dir / "errors.csv", lambda t: errors.to_csv(t, index=False))
+    atomic_write(run_dir / "results.parquet", lambda t: results.to_parquet(t, index=False))
+    atomic_write(run_dir / "results.csv", lambda t: results.to_csv(t, index=False))
+    atomic_write(run_dir / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
+    atomic_write(run_dir / "summary.csv", lambda t: summary.to_csv(t, index=False))
+    atomic_write(run_dir / "errors.csv", lambda t: errors.to_csv(t, index=False))
 
 
 # --- summaries -------------------------------------------------------------------------------------
