@@ -266,3 +266,21 @@ def test_uniform_with_high_below_low_is_an_error():
         d["nodes"]["x_u"] = {"kind": "uniform", "low": 2, "high": 1}
 
     assert _error(_changed(edit)) == "m.yaml: nodes.x_u.high: expected high >= low (2), got 1"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_topological_order_equals_networkx_lexicographical_sort(seed):
+    """The plain Kahn sort (no networkx import at start-up) is networkx's order, tie for tie."""
+    import random
+
+    import networkx as nx
+
+    r = random.Random(seed)
+    names = [f"n{i}" for i in range(r.randint(1, 25))]
+    causal = names[:]
+    r.shuffle(causal)
+    parents = {c: [p for p in causal[:i] if r.random() < 0.25] for i, c in enumerate(causal)}
+    declared = {k: parents[k] for k in names}
+    rank = {k: i for i, k in enumerate(declared)}
+    expected = list(nx.lexicographical_topological_sort(graph.build_graph(declared), key=rank.__getitem__))
+    assert graph.topological_order(declared) == expected
