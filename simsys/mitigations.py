@@ -166,6 +166,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_int(v: Any, lo: int | None = None) -> bool:
+    """An integer (not a bool), at least ``lo`` when given."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and (lo is None or v >= lo)
+
+
 def _fairlearn(module: str, owner: str):
     """``fairlearn.<module>``, imported now (fairlearn is an optional extra)."""
     try:
@@ -194,7 +199,7 @@ class _Mitigation(ClassifierMixin, BaseEstimator):
         rs = self.random_state
         return [
             ("base", ok, _BASE_ALLOWED),
-            ("random_state", rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)),
+            ("random_state", rs is None or _is_int(rs),
              "an int or None"),
         ]
 
@@ -409,7 +414,7 @@ class JiangNachum(_Scored):
         return [*super()._checks(),
                 ("constraint", self.constraint in ("demographic_parity", "equal_opportunity"),
                  "one of 'demographic_parity', 'equal_opportunity'"),
-                ("n_iter", isinstance(it, numbers.Integral) and not isinstance(it, bool) and it >= 1,
+                ("n_iter", _is_int(it, 1),
                  "an int >= 1"),
                 ("learning_rate", _is_number(self.learning_rate) and self.learning_rate > 0,
                  "a number > 0")]
@@ -736,7 +741,7 @@ class FairlearnExponentiatedGradient(_Scored):
                 ("constraints", self.constraints in FAIRLEARN_CONSTRAINTS,
                  "one of " + ", ".join(f"'{c}'" for c in FAIRLEARN_CONSTRAINTS)),
                 ("eps", _is_number(self.eps) and self.eps > 0, "a number > 0"),
-                ("max_iter", isinstance(mi, numbers.Integral) and not isinstance(mi, bool) and mi >= 1,
+                ("max_iter", _is_int(mi, 1),
                  "an int >= 1")]
 
     def fit(self, X, y, sensitive_features=None):
@@ -801,7 +806,7 @@ class FairlearnThresholdOptimizer(_Mitigation):
         return [*super()._checks(),
                 ("constraints", self.constraints in _TO_CONSTRAINTS,
                  "one of " + ", ".join(f"'{c}'" for c in _TO_CONSTRAINTS)),
-                ("grid_size", isinstance(gs, numbers.Integral) and not isinstance(gs, bool) and gs >= 2,
+                ("grid_size", _is_int(gs, 2),
                  "an int >= 2")]
 
     def fit(self, X, y, sample_weight=None, sensitive_features=None):

@@ -404,7 +404,22 @@ class FittedModel:
             score = expit(np.asarray(est.decision_function(X), dtype=np.float64))
         else:
             score = est.predict(X)
-        return np.ascontiguousarray(np.asarray(score, dtype=np.float64).reshape(-1))
+        return _as_probabilities(np.asarray(score, dtype=np.float64).reshape(-1), self.name)
+
+
+def _as_probabilities(score: np.ndarray, name: str) -> np.ndarray:
+    """Scores clipped to [0, 1] when they leave it by rounding only; otherwise a ModelError.
+
+    A randomised classifier's probability is a weighted sum of 0/1 predictions, which can exceed 1
+    by rounding (fairlearn's ``ExponentiatedGradient._pmf_predict`` gives 1.0000000000000007).
+    A user's estimator returning something else is that model's error, recorded by the runner for
+    that model alone, not a failure of the metrics computed later.
+    """
+    ok = np.isfinite(score) & (score >= -1e-9) & (score <= 1 + 1e-9)
+    if not ok.all():
+        raise ModelError(f"model '{name}': scores must be finite probabilities in [0, 1], "
+                         f"got {float(score[~ok][0])!r}")
+    return np.ascontiguousarray(np.clip(score, 0.0, 1.0))
 
 
 def _as_features(X: np.ndarray) -> np.ndarray:

@@ -647,3 +647,38 @@ def test_policy_needs_the_right_class(kind, y, message):
     with pytest.raises(ModelError) as info:
         choose_threshold(policy, np.array(y), np.array([0.2, 0.7]))
     assert str(info.value) == message
+
+
+class _FixedScores:
+    """An estimator whose predict_proba returns the scores it was built with."""
+
+    def __init__(self, scores=None):
+        self.scores = scores
+
+    def get_params(self, deep=True):
+        return {"scores": self.scores}
+
+    def set_params(self, **p):
+        self.__dict__.update(p)
+        return self
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        s = np.asarray(self.scores, dtype=np.float64)
+        return np.column_stack([1 - s, s])
+
+
+def test_scores_off_by_rounding_are_clipped_and_others_are_the_models_error():
+    from simsys.models import FittedModel
+
+    X = np.zeros((3, 1))
+    ok = FittedModel("m", _FixedScores([1.0000000000000007, -1e-12, 0.5]).fit(X, None), False,
+                     "predict_proba", 0)
+    np.testing.assert_array_equal(ok.predict_score(X), [1.0, 0.0, 0.5])
+    bad = FittedModel("m", _FixedScores([0.2, 1.5, 0.5]).fit(X, None), False, "predict_proba", 0)
+    with pytest.raises(ModelError) as info:
+        bad.predict_score(X)
+    assert str(info.value) == "model 'm': scores must be finite probabilities in [0, 1], got 1.5"
