@@ -1,8 +1,8 @@
 """The scenario library: every file validates, and each scenario reproduces its source's finding.
 
 One test (or two) per shipped scenario runs it at a reduced size and asserts the published
-direction, and the published size where the source gives one (the figures are in
-``../shared/mission/references.md``):
+direction, and the published size where the source gives one (the figures, and which of them
+were checked in the primary source, are in ``docs/references.md#scenario-calibration``):
 
 - ``pulse_oximetry``: SaO2 < 88% among SpO2 92-96% in 11.7% of Black vs 3.6% of White readings
   (Sjoding et al. 2020); a triage rule on SpO2 misses hypoxemia more often in Black patients.

@@ -15,7 +15,7 @@ never on block size, chunking or thread count, and a node's draws do not move wh
 added or changed (common random numbers across the cells of a sweep). The keys themselves come from
 ``numpy.random.SeedSequence`` (see ``simsys.program``).
 
-Speed notes (measured, see ``../shared/performance-notes.md`` and ``benchmarks/sample_speed.py``):
+Speed notes (measured with ``benchmarks/sample_speed.py``):
 each opcode is a simple loop that LLVM vectorises; ``fastmath`` stays off so the vectorised and
 remainder iterations give bit-identical results (block-size independence); ``error_model='numpy'``
 lifts the division check that blocks vectorisation. Three ways to lose vectorisation silently were
