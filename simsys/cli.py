@@ -139,9 +139,6 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
                             allow_imports=allow_imports, save_predictions=save_predictions,
                             progress=True, replicates=replicates)
     click.echo(format_summary(result))
-    t = result.manifest.get("timings", {})
-    click.echo(f"results in {result.run_dir} ({t.get('wall', 0):.1f} s: sampling {t.get('sampling', 0):.1f} s, "
-               f"fitting {t.get('fitting', 0):.1f} s, metrics {t.get('metrics', 0):.1f} s, summed over cells)")
     if write_report and result.run_dir is not None:
         _run_report(result.run_dir)
 

@@ -53,6 +53,7 @@ from simsys.models import (
 )
 from simsys.scenario import Scenario, from_dict, get_path, load_scenario, split_path
 from simsys.simulate import build_plan, node_store, run_plan
+from simsys.summary import summarise
 
 log = logging.getLogger("simsys.run")
 
@@ -362,6 +363,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         y_test = test.column(target).astype(np.int64)
         y_test_obs = test.column(target + "_observed").astype(np.int64)
         y_test_extra = [(r, test.column(r).astype(np.int64)) for r in experiment.references]
+        # the recorded test labels against the truth: what an audit's labels miss, per group
+        _count_rows(rows, "data", "test", "truth", coding, y_test, y_test_obs, g_test)
         X_test = _features(test, features, test_obs_features)
         X_val = _features(val, features, test_obs_features)
         y_val = val.column(target).astype(np.int64)
@@ -382,6 +385,10 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         for k in ("n", "prevalence", "selection_rate", "fnr", "fpr"):
             for gi in range(G + 1):
                 rows.append(("data", "biased", "truth", "group", _glabel(coding, gi), f"label_{k}", float(data_vals[k][gi]), data_reasons[k][gi]))
+        # the recorded training labels as a "prediction" of the truth, and the clean twin's make-up:
+        # the counts behind every rate the findings state about the data
+        _count_rows(rows, "data", "biased", "truth", coding, y_true_b, sets["biased"][1], g_b)
+        _count_rows(rows, "data", "clean", "truth", coding, sets["clean"][1], sets["clean"][1], sets["clean"][2])
         t_metrics += time.perf_counter() - t0
 
         method_vals: dict = {}  # model -> training -> reference -> (per-group values, aggregates)
@@ -408,9 +415,11 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                 yhat = (s_test >= thr).astype(np.int64)
                 score = None if fitted.hard_predictions_only else s_test
                 s_test.flags.writeable = False  # read-only: metrics may reuse its sort orders
-                rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr), None))
+                rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr),
+                             OWN_OPERATING_POINT if fitted.hard_predictions_only else None))
                 for reference, y_ref in (("truth", y_test), ("observed", y_test_obs), *y_test_extra):
                     vals, reasons = M.binary_metrics(y_ref, yhat, score, g_test, G, with_reasons=True)
+                    _count_rows(rows, name, training, reference, coding, y_ref, yhat, g_test)
                     for k in experiment.metrics:
                         for gi in range(G + 1):
                             rows.append((name, training, reference, "group", _glabel(coding, gi), k,
@@ -488,6 +497,33 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     return {"rows": frame, "errors": errors, "predictions": predictions,
             "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
             "n_train_biased": int(m), "n_train_clean": int(clean.n)}
+
+
+#: Reason recorded on the threshold row of a method that makes hard predictions: the experiment's
+#: threshold policy does not apply to it (it chose its own operating point).
+OWN_OPERATING_POINT = "hard predictions: the method sets its own operating point"
+#: The confusion counts recorded per group (scope ``counts``): the support behind every rate.
+COUNTS = ("tp", "fp", "fn", "tn")
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """TP, FP, FN, TN per group and overall: float64 array of shape (4, n_groups + 1)."""
+    y = y_true.astype(np.int64)
+    p = y_pred.astype(np.int64)
+    cell = groups.astype(np.int64) * 4 + (1 - y) * 2 + (1 - p)  # tp=0, fn=1, fp=2, tn=3 within a group
+    c = np.bincount(cell, minlength=4 * n_groups).reshape(n_groups, 4).astype(np.float64)
+    out = np.empty((4, n_groups + 1))
+    out[:, :n_groups] = c[:, [0, 2, 1, 3]].T
+    out[:, n_groups] = out[:, :n_groups].sum(axis=1)
+    return out
+
+
+def _count_rows(rows: list, model: str, training: str, reference: str, coding: GroupCoding,
+                y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> None:
+    c = confusion_counts(y_true, y_pred, groups, len(coding.labels))
+    for ci, k in enumerate(COUNTS):
+        for gi in range(c.shape[1]):
+            rows.append((model, training, reference, "counts", _glabel(coding, gi), k, float(c[ci, gi]), None))
 
 
 def recovery(method: float, baseline_biased: float, baseline_clean: float, *,
@@ -619,6 +655,15 @@ class RunResult:
     errors: pd.DataFrame
     run_dir: Path | None
     manifest: dict = field(default_factory=dict)
+    #: Every statement about the run, with its numbers and verdict (:mod:`simsys.findings`).
+    findings: list = field(default_factory=list)
+    view: object = field(default=None, repr=False)
+
+    def findings_frame(self) -> pd.DataFrame:
+        """The findings as a table (one row each)."""
+        from simsys.findings import findings_frame
+
+        return findings_frame(self.findings)
 
 
 
@@ -778,13 +823,20 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     manifest.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"),
                     timings=timings, errors=len(errs),
                     train_sizes={f"{pi}/{rep}": [done[(pi, rep)].get("n_train_biased"), done[(pi, rep)].get("n_train_clean")] for pi, rep in tasks})
+    from simsys.findings import RunView, build_findings
+
+    view = RunView(results, scenario, manifest)
+    findings = build_findings(view)
+    result = RunResult(results, summary, errors, run_dir, manifest, findings, view)
     if run_dir is not None:
         _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions)
+        atomic_write(run_dir / "summary.md", lambda t: Path(t).write_text(summary_markdown(result), encoding="utf-8"))
+        atomic_write(run_dir / "findings.csv", lambda t: result.findings_frame().to_csv(t, index=False))
         _write_json(run_dir / "manifest.json", manifest)
         log.info("finished: %d result rows, %d errors, %.1f s", len(results), len(errs), timings["wall"])
         log.removeHandler(handler)  # only ours: handlers a user attached stay
         handler.close()
-    return RunResult(results, summary, errors, run_dir, manifest)
+    return result
 
 
 def _warm_kernels(scenario: Scenario, experiment: Experiment, seed: int) -> None:
@@ -896,118 +948,48 @@ def _write_outputs(run_dir, results, summary, errors, done, tasks, save_predicti
 
 
 # --- summaries -------------------------------------------------------------------------------------
-def summarise(results: pd.DataFrame, experiment: Experiment | None = None) -> pd.DataFrame:
-    """Mean, sd and 95% interval across replicates for every (point, model, ..., metric).
+def format_summary(result: RunResult) -> str:
+    """What ``simsys run`` prints: the findings (:func:`simsys.render.console`) and where the run is.
 
-    The interval is the mean +- t(0.975, R-1) * sd / sqrt(R) (Student's t over the R independent
-    replicates); with one replicate it is NaN.
+    Times: the wall-clock time of the run, and the time its cells spent sampling, fitting and
+    measuring, summed over the worker processes (so it can exceed the wall time).
     """
-    if results.empty:
-        return pd.DataFrame()
-    from scipy import stats
+    from simsys import render
+    from simsys.findings import headline_metrics
 
-    keys = [c for c in results.columns if c not in ("replicate", "value", "reason")]
-    g = results.groupby(keys, dropna=False, sort=False)["value"]
-    out = g.agg(mean="mean", sd="std", n_replicates="count").reset_index()
-    t = stats.t.ppf(0.975, np.maximum(out["n_replicates"] - 1, 1))
-    half = t * out["sd"] / np.sqrt(out["n_replicates"])
-    half[out["n_replicates"] < 2] = np.nan
-    out["lo"] = out["mean"] - half
-    out["hi"] = out["mean"] + half
-    return out
-
-
-def headline(result: RunResult, metric: str = "fnr_difference") -> pd.DataFrame:
-    """The headline rows: per sweep point and model, a disparity against the truth and its parts."""
-    s = result.summary
-    if s.empty:
-        return s
-    sel = s[(s["scope"] == "amplification") & s["metric"].str.startswith(metric + ".")]
-    settings = [c for c in s.columns if c not in ("point", "model", "training", "reference", "scope", "group",
-                                                   "metric", "mean", "sd", "n_replicates", "lo", "hi")]
-    sel = sel.assign(part=sel["metric"].str.split(".").str[1])
-    return sel[["point", *settings, "model", "part", "mean", "lo", "hi"]]
-
-
-def format_summary(result: RunResult, metrics=("fnr_difference", "auroc_difference")) -> str:
-    """A short readable summary for the terminal."""
-    lines = []
-    s = result.summary
-    if s.empty:
-        return "no results (every cell failed; see errors.csv)"
-    settings = [c for c in s.columns if c not in ("point", "model", "training", "reference", "scope", "group",
-                                                   "metric", "mean", "sd", "n_replicates", "lo", "hi")]
-
-    def fmt(row):
-        if pd.isna(row["lo"]):
-            return f"{row['mean']:+.3f}"
-        return f"{row['mean']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
-
-    for metric in metrics:
-        lines.append(f"{metric.replace('_', ' ')} between groups, against the truth (mean [95% interval]):")
-        h = headline(result, metric)
-        if h.empty:
-            continue
-        header = "  " + "  ".join(f"{c:>18}" for c in settings) + f"  {'model':<20} {'model gap':>26} {'caused by the biases':>26} {'gap in training labels':>24}"
-        lines.append(header)
-        for (_point, model), grp in h.groupby(["point", "model"], sort=True):
-            parts = {r["part"]: r for _, r in grp.iterrows()}
-            vals = "  ".join(f"{grp.iloc[0][c]!s:>18}" for c in settings)
-            dm = fmt(parts["d_model"]) if "d_model" in parts else "-"
-            ca = fmt(parts["caused"]) if "caused" in parts else "-"
-            dd = fmt(parts["d_data"]) if "d_data" in parts else "-"
-            lines.append(f"  {vals}  {model:<20} {dm:>26} {ca:>26} {dd:>24}")
-    lines.extend(_format_methods(result, settings))
+    if result.view is None or not result.findings:
+        text = "no results (every cell failed; see errors.csv)"
+    else:
+        text = render.console(result.view, result.findings, metrics=headline_metrics(result.view))
     if len(result.errors):
-        lines.append(f"{len(result.errors)} cell(s) failed; see errors.csv")
-    return "\n".join(lines)
+        n = len(result.errors)
+        text += f"\n{n} failure{'s' if n != 1 else ''} recorded in errors.csv (each a model fit or a whole cell)"
+    t = result.manifest.get("timings", {})
+    if t:
+        where = f"results in {result.run_dir}: summary.md, report.html, results.parquet; " if result.run_dir else ""
+        text += (f"\n{where}wall time {t.get('wall', 0):.1f} s; CPU time summed over worker processes: "
+                 f"sampling {t.get('sampling', 0):.1f} s, fitting {t.get('fitting', 0):.1f} s, "
+                 f"metrics {t.get('metrics', 0):.1f} s")
+    return text
 
 
-def _format_methods(result: RunResult, settings: list[str]) -> list[str]:
-    """The methods table (accuracy, AUROC, disparity, recovery) and the fairness-check flags."""
-    s = result.summary
-    flags = s[(s["scope"] == "method") & s["metric"].str.startswith("fair_only_against_observed.")]
-    if flags.empty:
-        return []
-    check = flags["metric"].iloc[0].split(".", 1)[1]
-    biased = s[s["training"] == "biased"]
+def summary_markdown(result: RunResult) -> str:
+    """``summary.md``: the run's headline tables and findings (:func:`simsys.render.markdown`)."""
+    from simsys import render
+    from simsys.findings import headline_metrics
 
-    def mean(point, model, scope, metric, reference="truth", group=None):
-        sel = biased[(biased["point"] == point) & (biased["model"] == model) & (biased["scope"] == scope)
-                     & (biased["metric"] == metric) & (biased["reference"] == reference)]
-        if group is not None:
-            sel = sel[sel["group"] == group]
-        return float(sel["mean"].iloc[0]) if len(sel) else np.nan
-
-    baseline = result.manifest.get("baseline")
-    tol = result.manifest.get("method_checks", {}).get("tolerance", MethodChecks.tolerance)
-    lines = [f"methods trained on the biased data, against the truth (means; recovery: share of the "
-             f"gap between baseline {baseline!r} trained on biased and on clean data that a method closes):"
-             if baseline else "methods trained on the biased data, against the truth (means; no baseline):"]
-    cols = ["accuracy", "auroc", check, "recovery accuracy", f"recovery {check}"]
-    lines.append("  " + "  ".join(f"{c:>18}" for c in settings) + f"  {'model':<20}"
-                 + "".join(f" {c:>{max(10, len(c))}}" for c in cols))
-    warn = []
-    for (point, model), _grp in flags.groupby(["point", "model"], sort=True):
-        row = biased[(biased["point"] == point)].iloc[0]
-        vals = [mean(point, model, "group", "accuracy", group="overall"),
-                mean(point, model, "group", "auroc", group="overall"),
-                mean(point, model, "disparity", check),
-                mean(point, model, "method", "recovery.accuracy", group="overall"),
-                mean(point, model, "method", f"recovery.{check}")]
-        shown = "".join(f" {'-' if np.isnan(v) else f'{v:+.3f}':>{max(10, len(c))}}"
-                        for v, c in zip(vals, cols))
-        lines.append("  " + "  ".join(f"{row[c]!s:>18}" for c in settings) + f"  {model:<20}{shown}")
-        # flagged when the means over replicates meet the rule (the flag rows give the count)
-        f = flags[(flags["point"] == point) & (flags["model"] == model)].iloc[0]
-        d_obs = abs(mean(point, model, "disparity", check, "observed"))
-        d_true = abs(mean(point, model, "disparity", check))
-        if d_obs < tol and d_true > tol:
-            warn.append(f"warning: {model!r} looks fair against the observed labels ({check} "
-                        f"{d_obs:.3f} < {tol:g}) but not against the truth ({d_true:.3f}) at point "
-                        f"{point}; flagged in {round(f['mean'] * f['n_replicates'])} of "
-                        f"{f['n_replicates']} replicates")
-    return lines + warn
+    m = result.manifest
+    view = result.view
+    facts = [("scenario", f"{m.get('scenario_name')} (from {m.get('source')}, SHA-256 {str(m.get('scenario_sha256'))[:12]})"),
+             ("root seed", str(m.get("seed"))),
+             ("replicates", str(len(m.get("replicate_seeds", [])))),
+             ("models", ", ".join(view.models) if view is not None else "")]
+    if view is not None and view.varying:
+        facts.append(("sweep", "; ".join(f"point {p}: {view.setting(p)}" for p in range(len(view.points)))))
+    title = f"simsys run: {m.get('scenario_name')}"
+    if view is None or not result.findings:
+        return f"# {title}\n\nNo results: every cell failed (see errors.csv).\n"
+    return render.markdown(view, result.findings, metrics=headline_metrics(view), title=title, facts=facts)
 
 
 __all__ = ["Experiment", "RunResult", "expand_sweep", "format_summary", "parse_experiment", "run",

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from simsys.cli import main
+from simsys.findings import fmt
 from simsys.runner import run
 
 DATA = Path(__file__).parent / "data"
@@ -111,20 +112,24 @@ def test_a_tiny_run_prints_its_summary_and_writes_its_outputs(tmp_path):
     summary = pd.read_parquet(run_dir / "summary.parquet")
     assert len(pd.read_csv(run_dir / "summary.csv")) == len(summary)
 
-    # the terminal summary: headline gaps per sweep point and model, from the summary table
+    # the terminal summary: the findings (simsys.findings), headline tables first, then where and how long
     lines = result.stdout.splitlines()
-    assert lines[0] == "fnr difference between groups, against the truth (mean [95% interval]):"
-    assert "auroc difference between groups, against the truth (mean [95% interval]):" in lines
-    assert lines[-1].startswith(f"results in {run_dir} (")
-    row = summary[(summary["point"] == 0) & (summary["model"] == "logreg")
-                  & (summary["metric"] == "fnr_difference.d_model")].iloc[0]
-    shown = f"{row['mean']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
-    logreg_lines = [ln for ln in lines[:9] if " logreg " in ln]
-    assert len(logreg_lines) == 3 and shown in logreg_lines[0]
+    assert lines[0].startswith("In short, at ")
+    assert any(ln.startswith("false-negative rate (FNR) against the truth") for ln in lines)
+    assert any(ln.startswith("AUROC against the truth") for ln in lines)
+    assert lines[-1].startswith(f"results in {run_dir}: summary.md, report.html, results.parquet; wall time ")
+    assert "CPU time summed over worker processes" in lines[-1]
+    assert (run_dir / "summary.md").read_text(encoding="utf-8").startswith("# simsys run: runner_small")
 
-    # the same seed from the Python API gives the same table
+    # the same seed from the Python API gives the same table, and the console row of logreg at the
+    # first point shows that run's gap finding with its interval
     again = run(path, seed=99, output_dir=tmp_path / "api", workers=1)
     pd.testing.assert_frame_equal(results, pd.read_parquet(again.run_dir / "results.parquet"))
+    gap = next(f for f in again.findings if f.kind == "gap" and f.subject["metric"] == "fnr"
+               and f.subject["point"] == 0 and f.subject["model"] == "logreg")
+    q = gap.quantities["gap"]
+    shown = f"{fmt(q.value, 'pp')} [{fmt(q.lo, 'pp')}, {fmt(q.hi, 'pp')}]"
+    assert any(" logreg " in ln and shown in ln for ln in lines), shown
 
 
 def test_a_run_does_not_overwrite_a_finished_run(tmp_path):
@@ -132,7 +137,7 @@ def test_a_run_does_not_overwrite_a_finished_run(tmp_path):
     args = ("run", path, "--output-dir", tmp_path, "--run-id", "same", "--workers", "1")
     first = _invoke(*args)
     assert first.exit_code == 0
-    assert "2 cell(s) failed; see errors.csv" in first.stdout
+    assert "2 failures recorded in errors.csv" in first.stdout
     second = _invoke(*args)
     assert second.exit_code == 1
     run_dir = tmp_path / "runner_faults" / "same"
@@ -188,7 +193,7 @@ def test_resume_after_a_killed_run_gives_the_uninterrupted_results(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "simsys", "run", "--resume", str(run_dir)],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"results in {run_dir} (" in resumed.stdout
+    assert f"results in {run_dir}: summary.md" in resumed.stdout
     after = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in _finished_cells(cells)}
     assert len(after) == 6
     assert {name: after[name] for name in before} == before  # finished cells were not redone

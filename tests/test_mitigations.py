@@ -262,9 +262,9 @@ def test_fair_against_observed_but_not_truth_is_flagged():
     assert (flag[flag["model"] == "eo"]["value"] == 1.0).all()
     assert (flag[flag["model"] == "erm"]["value"] == 0.0).all()
     text = format_summary(res)
-    assert "warning: 'eo' looks fair against the observed labels (equal_opportunity_difference" in text
+    assert "warning: eo looks fair against the recorded labels (equal_opportunity_difference" in text
     assert "flagged in 2 of 2 replicates" in text
-    assert "warning: 'erm'" not in text
+    assert "warning: erm" not in text
     assert res.manifest["baseline"] == "erm"
 
 
@@ -614,7 +614,7 @@ def test_user_defined_method_from_a_file_runs_through_the_cli(tmp_path):
          "--output-dir", str(tmp_path / "out"), "--workers", "1", "--run-id", "r"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "methods trained on the biased data" in proc.stdout
+    assert "Fairness methods at the scenario's settings, trained on the biased data" in proc.stdout
     results = pd.read_csv(tmp_path / "out" / "methods_plugin" / "r" / "results.csv")
     assert pd.read_csv(tmp_path / "out" / "methods_plugin" / "r" / "errors.csv").empty
     meth = results[(results["scope"] == "method") & (results["model"] == "mine")]

@@ -338,9 +338,12 @@ def test_results_table_has_the_documented_columns(small_one_worker):
     assert d.columns.tolist() == RESULT_COLUMNS + swept
     assert RESULT_COLUMNS == ["point", "replicate", "model", "training", "reference", "scope",
                               "group", "metric", "value", "reason"]
-    assert set(d["training"]) == {"biased", "clean", "size_matched"}
+    models = d[d["model"] != "data"]
+    assert set(models["training"]) == {"biased", "clean", "size_matched"}
+    # model "data": the recorded labels of each cohort as a "prediction" of the truth
+    assert set(d.loc[d["model"] == "data", "training"]) == {"biased", "clean", "test"}
     assert set(d["reference"]) == {"truth", "observed"}
-    assert set(d["scope"]) == {"group", "disparity", "amplification", "threshold"}
+    assert set(d["scope"]) == {"group", "disparity", "amplification", "threshold", "counts"}
     assert set(_sel(d, scope="group")["group"]) == {"g=0", "g=1", "overall"}
     # a grid point that does not set the second path shows the scenario's own value there
     settings = d[["point", *swept]].drop_duplicates().to_numpy().tolist()
