@@ -308,7 +308,7 @@ def _model_label(model: Any) -> str:
 def _rate(view: RunView, point, model, training, reference, group, metric) -> tuple[I.Estimate, tuple]:
     c = view.counts(point, model, training, reference, group)
     xn = rate_counts(c, metric) if c is not None else None
-    src = ("rate", point, model, training, reference, group, metric)
+    src = ("rate", (point, model, training, reference, group, metric))
     if xn is None:
         return I.NAN, src
     return I.pooled_rate(*xn), src
@@ -328,7 +328,7 @@ def _rate_terms(view: RunView, terms: Iterable[tuple[float, tuple]]) -> list | N
 def _contrast(view: RunView, terms: list[tuple[float, tuple]], *, rate: bool,
               bounds=(-1.0, 1.0)) -> tuple[I.Estimate, tuple]:
     """A paired contrast: of pooled rates (``rate``), else of per-replicate group values."""
-    src = ("contrast", "rate" if rate else "mean", tuple((c, t) for c, t in terms))
+    src = ("contrast", "rate" if rate else "mean", tuple((c, t) for c, t in terms), bounds)
     if rate:
         arrays = _rate_terms(view, terms)
         if arrays is None:
@@ -342,8 +342,9 @@ def _group_value(view: RunView, point, model, training, reference, group, metric
     if metric in RATE_COUNTS or metric.startswith("label_"):
         return _rate(view, point, model, training, reference, group, metric)
     a = view.values(point, model, training, reference, "group", group, metric)
-    return I.mean_contrast([(1.0, a)], bounds=(0.0, 1.0) if metric in ("auroc", "brier", "ece") else None), \
-        ("mean", point, model, training, reference, "group", group, metric)
+    bounds = (0.0, 1.0) if metric in ("auroc", "brier", "ece") else None
+    return (I.mean_contrast([(1.0, a)], bounds=bounds),
+            ("mean", (point, model, training, reference, "group", group, metric), bounds))
 
 
 def _style(metric: str) -> tuple[str, str]:
@@ -392,7 +393,7 @@ def _verdict_text(t: _Text, est: I.Estimate, src: tuple, *, what: str) -> tuple[
     need = I.replicates_needed(est, cap=NEEDED_CAP)
     t += f": not distinguishable from zero with {t.num(est.replicates, 'int', ('replicates',))} replicates"
     if need is not None and need >= NEEDED_CAP:
-        t += (f" (a {what} this small would need more than {t.num(NEEDED_CAP, 'int', ('constant', 'cap'))} "
+        t += (f" (a {what} this small would need more than {t.num(NEEDED_CAP, 'int', ('constant', 'cap', NEEDED_CAP))} "
               "replicates to tell from zero)")
         return NOT_DISTINGUISHABLE, None
     if need is not None:
@@ -641,10 +642,10 @@ def _comparisons(view: RunView, metric, grp) -> list[Finding]:
             P = len(view.points)
             R = view.R
             t += (f"Comparing {a} with {b} on how far {grp} is behind {ref} in {name}, paired by replicate: "
-                  f"{a} left {grp} less far behind at {t.num(len(smaller), 'int', ('comparison', metric, a, b, 'smaller'))} "
+                  f"{a} left {grp} less far behind at {t.num(len(smaller), 'int', ('comparison', metric, a, b, grp, ref, 'smaller'))} "
                   f"of {t.num(P, 'int', ('points',))} setting{'s' if P != 1 else ''}, further behind at "
-                  f"{t.num(len(larger), 'int', ('comparison', metric, a, b, 'larger'))}, and the two are not "
-                  f"distinguishable at {t.num(len(unclear), 'int', ('comparison', metric, a, b, 'unclear'))} "
+                  f"{t.num(len(larger), 'int', ('comparison', metric, a, b, grp, ref, 'larger'))}, and the two are not "
+                  f"distinguishable at {t.num(len(unclear), 'int', ('comparison', metric, a, b, grp, ref, 'unclear'))} "
                   f"(with {t.num(R, 'int', ('replicates',))} replicates).")
             verdict = SUPPORTED if not unclear else NOT_DISTINGUISHABLE
             out.append(Finding(f"compare/{metric}/{a}/{b}", "comparison",
@@ -820,14 +821,14 @@ def _parity(view: RunView, metric, p, m, grp) -> list[Finding]:
         if ta is None or tb is None:
             continue
         est = I.rate_ratio(ta[0][1], ta[0][2], tb[0][1], tb[0][2])
-        src = ("ratio", (p, m, "biased", "truth", grp, k), (p, m, "biased", "truth", ref, k))
+        src = ("ratio", (p, m, "biased", "truth", grp, k), (p, m, "biased", "truth", ref, k))  # + part
         t = _Text()
         name = NAMES.get(k, k)
         hi_band = 1 / PARITY_TAU
         t += (f"Parity ratio at {_setting(t, view, p)}: {m}'s {name} among {grp} was "
               f"{t.num(est.value, 'ratio', (*src, 'value'))} times that among {ref}{_iv(t, est, 'ratio', src)}; "
-              f"auditors count {t.num(PARITY_TAU, 'ratio', ('constant', 'tau'))} to "
-              f"{t.num(hi_band, 'ratio', ('constant', '1/tau'))} as parity (the four-fifths rule, as in Aequitas)")
+              f"auditors count {t.num(PARITY_TAU, 'ratio', ('constant', 'tau', PARITY_TAU))} to "
+              f"{t.num(hi_band, 'ratio', ('constant', '1/tau', hi_band))} as parity (the four-fifths rule, as in Aequitas)")
         a_est, _ = _rate(view, p, m, "biased", "truth", grp, k)
         b_est, _ = _rate(view, p, m, "biased", "truth", ref, k)
         why = I.rate_withheld(a_est) or I.rate_withheld(b_est)
@@ -889,10 +890,11 @@ def _methods(view: RunView, p: int) -> list[Finding]:
               f"versus {base}{_iv(t, acc, 'pp', sacc)}")
         rec = view.values(p, m, "biased", "truth", "method", "", f"recovery.{k}")
         r_est = I.mean_contrast([(1.0, rec)])
-        src_r = ("mean", p, m, "biased", "truth", "method", "", f"recovery.{k}")
+        src_r = ("mean", (p, m, "biased", "truth", "method", "", f"recovery.{k}"), None)
         if r_est.defined:
             t += (f"; it recovered {t.num(r_est.value, 'ratio', (*src_r, 'value'))} of the {k} gap between "
-                  f"{base} trained on biased and on clean data (1 = all of it){_iv(t, r_est, 'ratio', src_r)}")
+                  f"{base} trained on biased and on clean data ({t.num(1, 'int', ('constant', 'all of it', 1))} = all of it)"
+                  f"{_iv(t, r_est, 'ratio', src_r)}")
         else:
             why = view.reason(p, m, "biased", "truth", "method", "", f"recovery.{k}")
             t += f"; its recovery of {k} is undefined ({why or 'no values'})"
@@ -910,12 +912,12 @@ def _methods(view: RunView, p: int) -> list[Finding]:
         f_est = I.replicate_share(flag)
         if f_est.defined and f_est.events:
             w = _Text()
-            src_t = ("mean", p, m, "biased", "truth", "disparity", "", k)
-            src_o = ("mean", p, m, "biased", "observed", "disparity", "", k)
+            src_t = ("mean", (p, m, "biased", "truth", "disparity", "", k), (0.0, 1.0))
+            src_o = ("mean", (p, m, "biased", "observed", "disparity", "", k), (0.0, 1.0))
             w += (f"{m} looks fair against the recorded labels ({k} {w.num(d_obs.value, 'dec', (*src_o, 'value'))}, "
-                  f"below {w.num(tol, 'dec', ('constant', 'tolerance'))}) but not against the truth "
+                  f"below {w.num(tol, 'dec', ('constant', 'tolerance', tol))}) but not against the truth "
                   f"({w.num(d_true.value, 'dec', (*src_t, 'value'))}) at {_setting(w, view, p)}: flagged in "
-                  f"{w.num(f_est.events, 'int', ('flags', p, m, k))} of "
+                  f"{w.num(f_est.events, 'int', ('flags', (p, m, 'biased', 'truth', 'method', '', f'fair_only_against_observed.{k}')))} of "
                   f"{w.num(f_est.replicates, 'int', ('replicates',))} replicates.")
             out.append(Finding(f"fair_only_observed/{p}/{m}", "fair_only_observed",
                                _subject(view, point=p, model=m, metric=k),

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from functools import partial
 
 from simsys.findings import NAMES, SHORT, TOO_FEW, Finding, RunView, fmt
 
 WIDTH = 100
+# never break inside "false-negative" or a long label: a wrapped sentence must read as written
+_wrap = partial(textwrap.wrap, break_on_hyphens=False, break_long_words=False)
 VERDICT_TAG = {"supported": "", "not distinguishable": "[not distinguishable] ",
                "too few cases": "[too few cases] "}
 
@@ -119,25 +122,25 @@ def console(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[str
     lines: list[str] = []
     lede = next((f for f in findings if f.kind == "lede"), None)
     if lede is not None:
-        lines += [*textwrap.wrap(lede.text, WIDTH), ""]
+        lines += [*_wrap(lede.text, WIDTH), ""]
     for metric in metrics:
         table = gap_table(view, findings, metric)
         if table is None:
             continue
-        lines += textwrap.wrap(_table_title(view, findings, metric) + ":", WIDTH)
+        lines += _wrap(_table_title(view, findings, metric) + ":", WIDTH)
         lines += [*_table_text(*table), ""]
     mt = methods_table(findings)
     if mt is not None:
-        lines += textwrap.wrap(mt[0] + ":", WIDTH)
+        lines += _wrap(mt[0] + ":", WIDTH)
         lines += [*_table_text(mt[1], mt[2]), ""]
     for f in findings:
         if f.kind == "fair_only_observed":
-            lines += textwrap.wrap("warning: " + f.text, WIDTH, subsequent_indent="  ")
+            lines += _wrap("warning: " + f.text, WIDTH, subsequent_indent="  ")
     key = _key_findings(findings)
     if key:
         lines.append("Findings:")
         for f in key:
-            lines += textwrap.wrap(VERDICT_TAG[f.verdict] + f.text, WIDTH, initial_indent="  - ",
+            lines += _wrap(VERDICT_TAG[f.verdict] + f.text, WIDTH, initial_indent="  - ",
                                    subsequent_indent="    ")
     if not findings:
         lines.append("no findings: no cell produced results (see errors.csv)")
