@@ -35,6 +35,29 @@ def _user_errors(fn):
     return wrapper
 
 
+def _load_checked(file: str, allow_imports: bool):
+    """Load a scenario and check its whole experiment block as ``run`` would (sweep paths, models,
+    threshold policy), so that ``validate``, ``explain`` and ``graph`` fail before any work does.
+    A scenario without an experiment block is one for sampling: a default experiment that could
+    not run is a warning, not an error."""
+    from simsys.runner import parse_experiment
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(file)
+    if sc.spec.experiment is not None:
+        parse_experiment(sc, allow_imports=allow_imports)
+        return sc
+    try:  # no experiment block: a scenario for sampling; say whether `run`'s defaults would work
+        parse_experiment(sc, allow_imports=allow_imports)
+    except SimsysError as exc:
+        click.echo(f"warning: simsys run would fail with the default experiment: {exc}", err=True)
+    return sc
+
+
+_ALLOW_IMPORT_HELP = ("Allow models imported from outside sklearn., simsys. and fairlearn., or loaded from "
+                      "a .py file (path/file.py:Class) (runs their code).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="simsys")
@@ -44,13 +67,13 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--allow-import", "allow_imports", is_flag=True, help=_ALLOW_IMPORT_HELP)
 @_user_errors
-def validate(file: str) -> None:
-    """Check a scenario file and print its nodes, parents, roles and biases."""
+def validate(file: str, allow_imports: bool) -> None:
+    """Check a scenario file (its experiment block too) and print its nodes, roles and biases."""
     from simsys.biases import bias_name
-    from simsys.scenario import load_scenario
 
-    sc = load_scenario(file)
+    sc = _load_checked(file, allow_imports)
     spec = sc.spec
     click.echo(f"scenario {spec.name}: {len(spec.nodes)} nodes, {len(spec.biases)} biases, seed {spec.seed}")
     click.echo("nodes (in causal order):")
@@ -204,13 +227,13 @@ def _graph_output(ctx, param, value):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), callback=_graph_output,
               help="Output file; its suffix picks the format: .svg, .png, .pdf or .dot (Graphviz). "
                    "Default: <scenario>_graph.svg.")
+@click.option("--allow-import", "allow_imports", is_flag=True, help=_ALLOW_IMPORT_HELP)
 @_user_errors
-def graph(file, output) -> None:
+def graph(file, output, allow_imports) -> None:
     """Draw a scenario's causal graph: roles, injected biases where they act, legend."""
     from simsys.drawing import write_graph
-    from simsys.scenario import load_scenario
 
-    sc = load_scenario(file)
+    sc = _load_checked(file, allow_imports)
     path = write_graph(sc, output or f"{sc.name}_graph.svg")
     click.echo(f"wrote {path}", err=True)
 
@@ -231,13 +254,13 @@ def report(run_dir) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--allow-import", "allow_imports", is_flag=True, help=_ALLOW_IMPORT_HELP)
 @_user_errors
-def explain(file) -> None:
+def explain(file, allow_imports) -> None:
     """Walk through a scenario in plain language: each variable, each bias, the experiment."""
     from simsys.explain import explain as explain_text
-    from simsys.scenario import load_scenario
 
-    click.echo(explain_text(load_scenario(file)), nl=False)
+    click.echo(explain_text(_load_checked(file, allow_imports)), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

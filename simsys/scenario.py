@@ -344,15 +344,30 @@ def set_path(data: dict, path: str, value: Any, *, source: str) -> None:
         if isinstance(key, int):
             if not isinstance(node, list) or key >= len(node):
                 raise ScenarioError(source, path, f"names nothing: there is no item [{key}] here")
-        elif not isinstance(node, dict) or (key not in node and not (last and keys[0] == "params")):
-            if last and isinstance(node, dict) and keys[0] in ("biases", "populations", "nodes"):
+        elif not isinstance(node, dict) or key not in node:
+            if last and isinstance(node, dict) and keys[0] in ("biases", "populations", "nodes") and len(keys) > 2:
                 pass  # an optional field left at its default (e.g. keep_positive) may be set
             else:
-                raise ScenarioError(source, path, f"names nothing: no key {key!r} here")
+                raise ScenarioError(source, path, f"names nothing: no key {key!r} here"
+                                    + _did_you_mean(key, node if isinstance(node, dict) else {}))
         if last:
             node[key] = value
         else:
             node = node[key]
+
+
+def _did_you_mean(key: Any, options: Mapping) -> str:
+    """``; did you mean 'fnr_female'?`` for a misspelt key, else the keys there (a few)."""
+    import difflib
+
+    names = [str(k) for k in options]
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if names:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        return f"; keys here: {shown}"
+    return ""
 
 
 def load_scenario(path: str | Path) -> Scenario:

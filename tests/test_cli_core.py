@@ -101,7 +101,10 @@ def test_validate_debug_raises_with_traceback():
 def test_validate_warns_about_an_emptied_group_but_succeeds():
     r = run("validate", DATA / "empty_group.yaml")
     assert r.exit_code == 0
-    assert r.stderr == (f"warning: {DATA / 'empty_group.yaml'}: biases[0]: keeps no member of group "
+    f = DATA / "empty_group.yaml"
+    assert r.stderr == (f"warning: simsys run would fail with the default experiment: {f}: experiment.test: "
+                        "unknown population 'test'; defined: train\n"
+                        f"warning: {f}: biases[0]: keeps no member of group "
                         "{'g': 1}: the group is empty in the biased data\n")
 
 
