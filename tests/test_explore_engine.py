@@ -114,7 +114,7 @@ def test_replicates_draw_other_patients(tiny):
     ({"params.keep_dark": "0.5"}, 'settings.params.keep_dark: expected a number in [0.03, 1], got "0.5"'),
     ({"params.keep_dark": float("nan")}, "settings.params.keep_dark: expected a number in [0.03, 1], got NaN"),
     ({"model": "sklearn.svm.SVC"}, "settings.model: expected one of logistic_regression, "),
-    ({"train_n": 10.5}, "settings.train_n: expected an integer in [100, 200000], got 10.5"),
+    ({"train_n": 10.5}, "settings.train_n: expected an integer in [500, 200000], got 10.5"),
     ({"threshold": 2}, "settings.threshold: expected a number in [0, 1] or 'policy', got 2"),
     ({"nodes.age.mean": 3}, "settings.nodes.age.mean: unknown setting; allowed: params.keep_dark, "),
 ])

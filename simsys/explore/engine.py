@@ -258,12 +258,9 @@ def controls(scenario: Scenario) -> list[Control]:
     test = test if test in pops else train
     n_train = pops[train].n
     n_test = int(exp.get("test_n", pops[test].n)) if isinstance(exp, Mapping) else pops[test].n
-    out.append(Control("train_n", "training patients drawn", "integer", min(TRAIN_N, n_train),
-                       min(100, n_train), n_train, 100 if n_train <= 20_000 else 500, section="size",
-                       help=f"drawn from population {train}, before any bias drops some"))
-    out.append(Control("test_n", "test patients", "integer", min(TEST_N, n_test), min(100, n_test),
-                       n_test, 100 if n_test <= 20_000 else 500, section="size",
-                       help=f"drawn from population {test}"))
+    out.append(_size_control("train_n", "training patients drawn", n_train, TRAIN_N,
+                             f"drawn from population {train}, before any bias drops some"))
+    out.append(_size_control("test_n", "test patients", n_test, TEST_N, f"drawn from population {test}"))
     out.append(Control("model", "model", "choice", "logistic_regression", choices=tuple(model_names()),
                        section="model", help="a built-in model or mitigation"))
     policy = _policy(scenario)
@@ -274,6 +271,13 @@ def controls(scenario: Scenario) -> list[Control]:
     out.append(Control("replicate", "patients (replicate)", "integer", 0, 0, REPLICATES - 1, 1,
                        section="size", help="which replicate's patients, as in simsys run"))
     return out
+
+
+def _size_control(key: str, label: str, n: int, default: int, help: str) -> Control:
+    """A cohort size: multiples of a step (100, or 500 above 20,000) up to the population's size,
+    so that a slider shows every allowed value exactly; the default is the classroom size."""
+    step = 1 if n < 100 else 100 if n <= 20_000 else 500
+    return Control(key, label, "integer", min(default, n), step, n, step, section="size", help=help)
 
 
 def model_names() -> list[str]:

@@ -81,11 +81,13 @@ def page(explorer: Explorer) -> str:
     sentences = describe(eng, snap)
     sc = eng.scenario
     desc = " ".join(sc.spec.description.split())
-    settings = json.dumps(snap.settings)
+    # JSON inside <script>: no character that could end the element or start markup
+    settings = json.dumps(snap.settings).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>simsys explore: {esc(sc.name)}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="static/explore.css">
 <style>{GRAPH_CSS}</style>
 </head><body>
@@ -100,7 +102,7 @@ def page(explorer: Explorer) -> str:
 <p class="sx-note">In red: the bias and the variables the last moved setting acts on.</p>
 <div id="sx-panel">{render_panel(eng, snap, sentences)}</div>
 </section></main>
-<script id="sx-initial" type="application/json">{esc(settings)}</script>
+<script id="sx-initial" type="application/json">{settings}</script>
 <script src="static/explore.js"></script>
 </body></html>
 """

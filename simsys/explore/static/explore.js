@@ -23,15 +23,15 @@
     return String(Number(v.toPrecision(4)));
   }
 
-  function readSettings() {
-    var out = JSON.parse(JSON.stringify(current));
-    document.querySelectorAll("[data-key][data-kind]").forEach(function (el) {
-      var key = el.dataset.key;
-      if (el.dataset.kind === "choice") { out[key] = el.value; return; }
-      var policy = document.querySelector('[data-policy-for="' + key + '"]');
-      if (policy && policy.checked) { out[key] = "policy"; return; }
-      out[key] = el.dataset.kind === "integer" ? parseInt(el.value, 10) : parseFloat(el.value);
-    });
+  // The settings with one control's value: only what the reader moved is sent as changed (a
+  // slider cannot always show a scenario's own value exactly, e.g. 1/3 on a 0.001 grid).
+  function readSetting(el) {
+    var out = JSON.parse(JSON.stringify(pending || current));
+    var key = el.dataset.key;
+    var policy = document.querySelector('[data-policy-for="' + key + '"]');
+    if (el.dataset.kind === "choice") { out[key] = el.value; }
+    else if (policy && policy.checked) { out[key] = "policy"; }
+    else { out[key] = el.dataset.kind === "integer" ? parseInt(el.value, 10) : parseFloat(el.value); }
     return out;
   }
 
@@ -89,8 +89,8 @@
     });
   }
 
-  function changed() {
-    pending = readSettings();
+  function changed(el) {
+    pending = readSetting(el);
     send();
   }
 
@@ -99,13 +99,13 @@
       var out = document.querySelector('output[data-for="' + el.dataset.key + '"]');
       if (out && el.type === "range") { out.textContent = fmt(el, el.value); }
     });
-    el.addEventListener("change", changed);
+    el.addEventListener("change", function () { changed(el); });
   });
   document.querySelectorAll("[data-policy-for]").forEach(function (box) {
     box.addEventListener("change", function () {
       var slider = document.querySelector('[data-key="' + box.dataset.policyFor + '"][data-kind]');
       slider.disabled = box.checked;
-      changed();
+      changed(slider);
     });
   });
   document.getElementById("sx-reset").addEventListener("click", function () {
