@@ -620,6 +620,11 @@ class RunResult:
     run_dir: Path | None
     manifest: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:  # Jupyter: the headline rows and figure
+        from simsys.display import run_result_html
+
+        return run_result_html(self)
+
 
 
 
