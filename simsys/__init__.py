@@ -26,7 +26,7 @@ def __getattr__(name):
 
         return run
     if name == "explore":
-        from simsys.explore import explore
+        from simsys.explorer import explore
 
         return explore
     if name == "cohort_summary":

@@ -255,7 +255,7 @@ def explain(file, full) -> None:
 @_user_errors
 def explore(file, port, no_browser) -> None:
     """Start a live explorer of a scenario on 127.0.0.1: move a bias, watch the model respond."""
-    from simsys.explore.server import serve
+    from simsys.explorer.server import serve
     from simsys.scenario import load_scenario
 
     serve(load_scenario(file), port=port, open_browser=not no_browser, echo=click.echo)

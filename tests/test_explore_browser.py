@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not
 @pytest.fixture(scope="module")
 def served():
     import simsys
-    from simsys.explore import server as S
+    from simsys.explorer import server as S
 
     explorer = S.Explorer(simsys.load_scenario(MELANOMA))
     sock = S.bind(0)
@@ -102,7 +102,7 @@ def test_moving_a_slider_changes_the_numbers_and_lights_the_bias(served, browser
     from selenium.webdriver.common.keys import Keys
 
     from simsys.display import lit_ids
-    from simsys.explore.engine import counted, describe, highlight, rate
+    from simsys.explorer.engine import counted, describe, highlight, rate
 
     url, explorer = served
     engine = explorer.engine

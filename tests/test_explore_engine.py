@@ -1,4 +1,4 @@
-"""Tests of the explorer's engine (``simsys.explore.engine``): its numbers equal the runner's for
+"""Tests of the explorer's engine (``simsys.explorer.engine``): its numbers equal the runner's for
 the same patients, only the moved setting changes anything (common random numbers), the caches
 redo only what a change touches, request values are validated with one-line errors, and the
 sentences state only what the numbers back."""
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import simsys
-from simsys.explore import engine as E
-from simsys.explore.engine import Engine, SettingError, Snapshot, describe, distinguishable
+from simsys.explorer import engine as E
+from simsys.explorer.engine import Engine, SettingError, Snapshot, describe, distinguishable
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"

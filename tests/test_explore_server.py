@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import simsys
-from simsys.explore import server as S
+from simsys.explorer import server as S
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny.yaml"

@@ -378,6 +378,27 @@ class Snapshot:
         """The part of the gap the biases caused: the biased model's gap minus the clean twin's."""
         return self.gap("biased", name) - self.gap("clean", name)
 
+    def table(self):
+        """One row per group: who is in the training data, and the model's miss and false-alarm
+        rates against the truth and against the recorded labels, trained on the biased data and on
+        the clean twin (a pandas DataFrame; counts beside every rate)."""
+        import pandas as pd
+
+        rows = []
+        for gi, g in enumerate(self.groups):
+            t = self.training[gi]
+            row = {"group": g, "drawn": t["drawn"], "kept": t["kept"], "true_cases_kept": t["true_cases"],
+                   "recorded_cases_kept": t["recorded_cases"], "test_cases": self.test[gi]["true_cases"]}
+            for training in ("biased", "clean"):
+                m = self.models[training]
+                for ref in ("truth", "recorded"):
+                    for k in ("fnr", "fpr"):
+                        r = rate(m[ref][gi], k) if not m.get("error") else Rate(0, 0)
+                        row[f"{k}_{ref}_{training}"] = r.value
+                        row[f"{k}_{ref}_{training}_counts"] = f"{r.x} of {r.n}"
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("group")
+
     def to_dict(self) -> dict:
         d = {k: copy.deepcopy(getattr(self, k)) for k in (
             "settings", "scenario", "target", "groups", "training", "test", "models",
@@ -761,7 +782,7 @@ def describe(engine: Engine, snap: Snapshot, before: Snapshot | None = None) -> 
     out.append(f"Training data: {kept:,} of the {drawn:,} patients drawn are kept: {', '.join(parts)}.")
     if any(t["recorded_cases"] != t["true_cases"] for t in snap.training):
         out.append(f"Recorded labels: {target} = 1 is recorded for " + ", ".join(
-            f"{t['recorded_cases']:,} of {t['true_cases']:,} true cases with {g}"
+            f"{t['recorded_cases']:,} patients with {g} ({t['true_cases']:,} true case{'' if t['true_cases'] == 1 else 's'})"
             for g, t in zip(snap.groups, snap.training)) + ".")
 
     m = snap.models["biased"]

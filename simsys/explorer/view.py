@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 
-from simsys.explore.engine import Control, Engine, Snapshot, counted, pct, rate
+from simsys.explorer.engine import Control, Engine, Snapshot, counted, pct, rate
 
 CSS_CLASS = "sx-panel"
 

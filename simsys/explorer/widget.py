@@ -4,8 +4,8 @@ Why ipywidgets and not an iframe of ``simsys explore``'s web page: a notebook's 
 on another machine than the browser (JupyterHub, Colab, VS Code remote), where a server the kernel
 starts on its own 127.0.0.1 cannot be reached from the page; widgets talk to the kernel through
 the notebook's own connection, need no port and no second server, and keep working wherever the
-notebook does. The widget drives the same engine (:mod:`simsys.explore.engine`) and shows the same
-HTML (:mod:`simsys.explore.view`) and the same lit graph (:mod:`simsys.display`) as the web page.
+notebook does. The widget drives the same engine (:mod:`simsys.explorer.engine`) and shows the same
+HTML (:mod:`simsys.explorer.view`) and the same lit graph (:mod:`simsys.display`) as the web page.
 
 ipywidgets is an optional extra (``pip install 'simsys[notebook]'``); without it
 :func:`simsys.explore` raises a one-line error saying so.
@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from simsys.errors import SimsysError
-from simsys.explore.engine import Engine, describe, highlight
+from simsys.explorer.engine import Engine, describe, highlight
 
 _MISSING = "simsys.explore in a notebook needs ipywidgets: pip install 'simsys[notebook]'"
 
@@ -49,7 +49,7 @@ class Explorer(_box_base()):
         if W is None:
             raise SimsysError(_MISSING)
         from simsys.display import GRAPH_CSS, graph_svg
-        from simsys.explore.view import SECTIONS, render_panel
+        from simsys.explorer.view import SECTIONS, render_panel
         from simsys.scenario import Scenario, load_scenario
 
         if isinstance(scenario, str | os.PathLike):

@@ -10,15 +10,15 @@ Safety, since the page's requests are untrusted:
 
 - the server binds to 127.0.0.1 only (never another interface) and accepts only the Host names
   ``127.0.0.1`` and ``localhost`` (a page elsewhere cannot reach it by DNS rebinding);
-- every request value is validated by :meth:`simsys.explore.engine.Engine.check` against the
+- every request value is validated by :meth:`simsys.explorer.engine.Engine.check` against the
   bounds of the scenario's controls; the model is a built-in name; the page never sends code, a
   file name or a scenario; request bodies above :data:`MAX_BODY` bytes are refused;
-- everything the page uses is served from the package (``simsys/explore/static``: one script,
+- everything the page uses is served from the package (``simsys/explorer/static``: one script,
   one style sheet; the page uses the system's fonts), and a Content-Security-Policy forbids
   loading anything from elsewhere.
 
 The page (:func:`page`) holds the controls, the graph as SVG with ids (``simsys.display``) and the
-results (``simsys.explore.view``). On each change the script posts the settings and the previous
+results (``simsys.explorer.view``). On each change the script posts the settings and the previous
 settings to ``/api/state`` and gets back the results as HTML, the sentences, the graph ids to
 light and the snapshot's numbers.
 """
@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simsys.errors import SimsysError
-from simsys.explore.engine import Engine, describe, highlight
-from simsys.explore.view import esc, render_controls, render_panel
+from simsys.explorer.engine import Engine, describe, highlight
+from simsys.explorer.view import esc, render_controls, render_panel
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
