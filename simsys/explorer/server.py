@@ -48,12 +48,13 @@ _MISSING = ("simsys explore needs starlette and uvicorn (simsys's own dependenci
 class Explorer:
     """What the app serves: an engine, the graph SVG with ids, and the page."""
 
-    def __init__(self, scenario):
+    def __init__(self, scenario, *, graph=None, warm: bool = True):
         from simsys.display import graph_svg
 
         self.engine = Engine(scenario)
-        self.graph = graph_svg(scenario)
-        self.initial = self.engine.compute({})  # warms the caches and the kernels before serving
+        self.graph = graph if graph is not None else graph_svg(scenario)
+        # the scenario's own setting, computed before serving: it warms the kernels and caches
+        self.initial = self.engine.compute({}) if warm else None
 
     def state(self, payload: object) -> dict:
         """The answer to one request ``{"settings": {...}, "previous": {...} | null}``."""
@@ -77,7 +78,7 @@ def page(explorer: Explorer) -> str:
     from simsys.display import GRAPH_CSS
 
     eng = explorer.engine
-    snap = explorer.initial
+    snap = explorer.initial or eng.compute({})
     sentences = describe(eng, snap)
     sc = eng.scenario
     desc = " ".join(sc.spec.description.split())
