@@ -555,8 +555,8 @@ class Engine:
                                     lambda: run_plan(plan, n, seed, start=start, filter=filt, threads=1))
 
     def _compute(self, s: dict) -> Snapshot:
-        from simsys.models import build_model, choose_threshold, limit_threads
-        from simsys.runner import GroupCoding, _features, model_seed, replicate_seeds
+        from simsys.models import limit_threads
+        from simsys.runner import GroupCoding, replicate_seeds
 
         sc = self.scenario_at(s)
         spec = sc.spec
@@ -597,16 +597,19 @@ class Engine:
             for training_kind, cohort, d, obs in (("biased", biased, full, True), ("clean", clean, clean_d, False)):
                 models[training_kind] = self._model_numbers(
                     model, training_kind, cohort, d, obs, n_train, seed, features, target, coding,
-                    test, val, y_t, r_t, g_t, xkey, s["threshold"], build_model, choose_threshold,
-                    model_seed, _features)
+                    test, val, y_t, r_t, g_t, xkey, s["threshold"])
         return Snapshot(settings=dict(s), scenario=spec.name, target=target, groups=list(coding.labels),
                         training=training, test=tests, models=models,
                         recorded_differs=bool((y_t != r_t).any()))
 
     def _model_numbers(self, model, training_kind, cohort, digest, observed, n_train, seed, features,
-                       target, coding, test, val, y_t, r_t, g_t, xkey, threshold, build_model,
-                       choose_threshold, model_seed, features_of) -> dict:
+                       target, coding, test, val, y_t, r_t, g_t, xkey, threshold) -> dict:
+        """Fit (or take from the cache) one model on one training set; score it on the test
+        patients; the confusion matrices per group against the truth and the recorded labels."""
         from simsys import metrics as M
+        from simsys.models import build_model, choose_threshold
+        from simsys.runner import _features as features_of  # the runner's own feature matrix
+        from simsys.runner import model_seed
 
         G = len(coding.labels)
         fit_key = (model, training_kind, digest, n_train, seed)

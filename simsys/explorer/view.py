@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 
-from simsys.explorer.engine import Control, Engine, Snapshot, counted, pct, rate
+from simsys.explorer.engine import MIN_CASES, Control, Engine, Snapshot, counted, pct, rate
 
 CSS_CLASS = "sx-panel"
 
@@ -77,7 +77,7 @@ def render_panel(engine: Engine, snap: Snapshot, sentences: list[str]) -> str:
             auroc = m["auroc"][gi]
             cells = [_td(f"{training}|truth|cases|{g}", f"{rate(tr, 'fnr').n:,}")]
             for k in ("fnr", "fpr"):
-                few = rate(tr, k).n < 30
+                few = rate(tr, k).n < MIN_CASES
                 cells.append(_td(f"{training}|truth|{k}|{g}", counted(rate(tr, k)), "sx-few" if few else ""))
                 cells.append(_td(f"{training}|recorded|{k}|{g}", counted(rate(rc, k))))
             cells.append(_td(f"{training}|auroc|{g}", "-" if not math.isfinite(auroc) else f"{auroc:.3f}"))
@@ -110,7 +110,7 @@ def render_panel(engine: Engine, snap: Snapshot, sentences: list[str]) -> str:
                     f"<tr><th>{esc(target)} = 1</th><td>{cm['tp']:,}</td><td>{cm['fn']:,}</td></tr>"
                     f"<tr><th>{esc(target)} = 0</th><td>{cm['fp']:,}</td><td>{cm['tn']:,}</td></tr></table>")
         out.append("</div>")
-    out.append(f"<p class='sx-note'>Rates in <span class='sx-few'>grey</span> rest on fewer than 30 cases. "
+    out.append(f"<p class='sx-note'>Rates in <span class='sx-few'>grey</span> rest on fewer than {MIN_CASES} cases. "
                f"Server time {snap.server_ms:.0f} ms{' (cached)' if snap.cached else ''}.</p></div>")
     return "".join(out)
 
