@@ -6,7 +6,10 @@ The public API is small:
 - :func:`sample` draws a cohort (true and observed columns side by side);
 - :func:`counterfactual` recomputes a cohort under an intervention with the same noise;
 - :func:`run` runs a scenario's experiment (models, metrics against the truth, amplification) and
-  returns its results as DataFrames (imported on first use: it brings scikit-learn along).
+  returns its results as DataFrames (imported on first use: it brings scikit-learn along);
+- :func:`explore` gives live controls of a scenario inline in a Jupyter notebook, and
+  :func:`cohort_summary` a cohort's truth beside what is recorded, per group (both imported on
+  first use).
 """
 
 from simsys.errors import SimsysError
@@ -22,13 +25,23 @@ def __getattr__(name):
         from simsys.runner import run
 
         return run
+    if name == "explore":
+        from simsys.explorer import explore
+
+        return explore
+    if name == "cohort_summary":
+        from simsys.display import cohort_summary
+
+        return cohort_summary
     raise AttributeError(f"module 'simsys' has no attribute {name!r}")
 
 __all__ = [
     "Scenario",
     "SimsysError",
     "__version__",
+    "cohort_summary",
     "counterfactual",
+    "explore",
     "from_dict",
     "iter_chunks",
     "load_scenario",

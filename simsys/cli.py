@@ -254,13 +254,31 @@ def report(run_dir) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--full", is_flag=True, help="The full walk: every variable, formula, bias and population.")
 @click.option("--allow-import", "allow_imports", is_flag=True, help=_ALLOW_IMPORT_HELP)
 @_user_errors
-def explain(file, allow_imports) -> None:
-    """Walk through a scenario in plain language: each variable, each bias, the experiment."""
+def explain(file, full, allow_imports) -> None:
+    """Explain a scenario in plain language: one screen by default (who the patients are, what the
+    model sees, each bias with its numbers per group); --full walks through everything."""
+    from simsys.explain import brief
     from simsys.explain import explain as explain_text
 
-    click.echo(explain_text(_load_checked(file, allow_imports)), nl=False)
+    sc = _load_checked(file, allow_imports)
+    click.echo((explain_text if full else brief)(sc), nl=False)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Print the address only; do not open a browser.")
+@_user_errors
+def explore(file, port, no_browser) -> None:
+    """Start a live explorer of a scenario on 127.0.0.1: move a bias, watch the model respond."""
+    from simsys.explorer.server import serve
+    from simsys.scenario import load_scenario
+
+    serve(load_scenario(file), port=port, open_browser=not no_browser, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,12 +6,23 @@ the small structural facts those sentences and the drawing need -- which nodes a
 it writes (:func:`bias_reads`, :func:`bias_writes`), and which biases and nodes a swept setting
 moves (:func:`affected_by`) -- so that the picture (``simsys.drawing``), the report
 (``simsys.report``) and the text agree. It imports nothing heavier than the scenario module.
+
+Two lengths: :func:`brief` is what ``simsys explain`` prints, one screen for a class -- who the
+patients are, what the model sees, and each bias in one sentence with its numbers per group
+("melanoma = 1 recorded as 0: 5% light, 10% medium, 20% dark"). Formulas are evaluated per group
+rather than printed (:class:`GroupFacts`): exactly where a formula depends only on params and the
+group, and otherwise as the average over a small simulated sample of the clean population (marked
+``≈`` and said so), which is why :func:`brief` imports the sampler when called. :func:`explain` is
+the full walk that ``simsys explain --full`` prints: every variable, formula and population.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from simsys.biases import bias_name, observed_variables
@@ -474,7 +485,8 @@ def sections(scenario: Scenario) -> list[tuple[str, list[list[str]]]]:
 
 
 def explain(scenario: Scenario, *, width: int = WIDTH) -> str:
-    """The plain-text walk-through that ``simsys explain`` prints."""
+    """The full plain-text walk-through that ``simsys explain --full`` prints (:func:`brief` is
+    the one-screen version)."""
     lines: list[str] = []
     for title, paragraphs in sections(scenario):
         lines += [title, "=" * len(title) if not lines else "-" * len(title)]
@@ -488,5 +500,396 @@ def explain(scenario: Scenario, *, width: int = WIDTH) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["affected_by", "bias_reads", "bias_writes", "describe_bias", "describe_change",
-           "describe_experiment", "describe_node", "explain", "sections"]
+# --- the one-screen version ------------------------------------------------------------------------
+BRIEF_SAMPLE = 20_000
+"""Patients simulated by :func:`brief` to evaluate formulas that depend on more than the group."""
+
+BRIEF_WORDS = {"representation": "under-representation", "selection": "selection",
+               "label": "label bias", "measurement": "measurement bias", "missingness": "missing values",
+               "proxy_label": "proxy label"}
+
+_NEUTRAL = {"keep": 1.0, "keep_positive": 1.0, "keep_negative": 1.0, "false_negative_rate": 0.0,
+            "false_positive_rate": 0.0, "offset": 0.0, "scale": 1.0, "noise_sd": 0.0, "rate": 0.0}
+"""The value of each bias field that leaves a patient unchanged (for patients outside its group)."""
+
+
+@dataclass
+class _Coding:
+    """The groups (intersections of the group attributes), coded as ``simsys.runner.GroupCoding``
+    codes them (first attribute slowest); kept here so that explaining does not import the runner
+    and scikit-learn with it."""
+
+    nodes: list[str]
+    cards: list[int]
+    labels: list[str]
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _Coding:
+        import itertools
+
+        nodes = scenario.groups
+        cats = [scenario.categories(g) for g in nodes]
+        labels = [" & ".join(f"{g}={c[i]}" for g, c, i in zip(nodes, cats, idx))
+                  for idx in itertools.product(*(range(len(c)) for c in cats))]
+        return cls(nodes, [len(c) for c in cats], labels)
+
+    def codes(self, cohort) -> Any:
+        import numpy as np
+
+        code = np.zeros(cohort.n, dtype=np.int64)
+        for g, k in zip(self.nodes, self.cards):
+            code = code * k + cohort.column(g).astype(np.int64)
+        return code
+
+
+@dataclass
+class GroupFacts:
+    """Per-group values of a scenario's formulas in one population.
+
+    A formula that uses only params and the group's own nodes is evaluated exactly, once per group.
+    Any other is evaluated on every patient of a simulated sample of the clean population (the
+    truth; ``n`` patients, the scenario's seed) and averaged within each group: :meth:`values`
+    then says the value is estimated. The sample is drawn on first need only.
+    """
+
+    scenario: Scenario
+    population: str
+    n: int = BRIEF_SAMPLE
+    _env: dict | None = field(default=None, repr=False)
+    _codes: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        spec = self.scenario.spec
+        self.coding = _Coding.of(self.scenario)
+        self.params = {**spec.params, **spec.populations[self.population].params}
+        # a single categorical group reads best by its category names; otherwise full labels
+        g = self.scenario.groups
+        named = len(g) == 1 and isinstance(spec.nodes[g[0]], CategoricalNode)
+        self.names = ([lab.split("=", 1)[1] for lab in self.coding.labels] if named
+                      else list(self.coding.labels))
+        self.by = f"{g[0]}" if named else join_words(g)
+
+    # the sample (truth) and each patient's group
+    def _sample(self) -> tuple[dict, Any]:
+        if self._env is None:
+            import numpy as np
+
+            from simsys.simulate import build_plan, run_plan
+
+            plan = build_plan(self.scenario, self.population, biased=False)
+            cohort = run_plan(plan, self.n, int(self.scenario.spec.seed), threads=1)
+            env: dict[str, Any] = dict(self.params)
+            for node in self.scenario.spec.nodes:
+                env[node] = cohort.column(node).astype(np.float64)
+            for ind, (node, code) in indicator_names(self.scenario.spec).items():
+                env[ind] = (env[node] == code).astype(np.float64)
+            self._env = env
+            self._codes = self.coding.codes(cohort)
+        return self._env, self._codes
+
+    def _group_env(self, gi: int) -> dict[str, float]:
+        """Params plus the group's node codes and category indicators (for exact evaluation)."""
+        env: dict[str, float] = dict(self.params)
+        idx, rest = [], gi
+        for k in reversed(self.coding.cards):
+            idx.append(rest % k)
+            rest //= k
+        idx.reverse()
+        ind = indicator_names(self.scenario.spec)
+        for node, code in zip(self.coding.nodes, idx):
+            env[node] = float(code)
+            for name, (n2, c2) in ind.items():
+                if n2 == node:
+                    env[name] = float(c2 == code)
+        return env
+
+    def _exact(self, exprs) -> bool:
+        ind = indicator_names(self.scenario.spec)
+        allowed = set(self.params) | set(self.coding.nodes) | {
+            i for i, (n, _) in ind.items() if n in self.coding.nodes}
+        return all(e.names() <= allowed for e in exprs if e is not None)
+
+    def values(self, expr, *, member=None, neutral: float = 0.0, among=None) -> tuple[list[float], bool]:
+        """Per-group values of ``where(member, expr, neutral)``, and whether they are exact.
+
+        ``among`` (a 0/1 formula) averages over those patients only (e.g. the true cases, for a
+        false-negative rate); a group with none of them gets NaN.
+        """
+        import numpy as np
+
+        from simsys import expressions as ex
+
+        G = len(self.coding.labels)
+        if self._exact([expr, member]):  # constant within each group: ``among`` changes nothing
+            out = []
+            for gi in range(G):
+                env = self._group_env(gi)
+                v = ex.evaluate_constant(expr, env)
+                if member is not None and not ex.evaluate_constant(member, env):
+                    v = neutral
+                out.append(v)
+            return out, True
+        env, codes = self._sample()
+        n = len(codes)
+        v = np.broadcast_to(np.asarray(ex.evaluate(expr, env), dtype=np.float64), (n,))
+        if member is not None:
+            m = np.broadcast_to(np.asarray(ex.evaluate(member, env), dtype=np.float64), (n,))
+            v = np.where(m != 0, v, neutral)
+        w = np.ones(n) if among is None else np.broadcast_to(
+            np.asarray(ex.evaluate(among, env), dtype=np.float64) != 0, (n,)).astype(np.float64)
+        num = np.bincount(codes, weights=v * w, minlength=G)
+        den = np.bincount(codes, weights=w, minlength=G)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return list(num / den), False
+
+    def shares(self) -> tuple[list[float], bool]:
+        """Each group's share of the population."""
+        import numpy as np
+
+        from simsys import expressions as ex
+
+        spec = self.scenario.spec
+        nodes = self.coding.nodes
+        if len(nodes) == 1 and not spec.populations[self.population].do:
+            s = spec.nodes[nodes[0]]
+            f = self.scenario.formulas
+            if isinstance(s, CategoricalNode) and s.probs is not None:
+                w = [f[f"nodes.{nodes[0]}.probs[{i}]"] for i in range(len(s.probs))]
+                if self._exact(w) and all(not e.names() - set(self.params) for e in w):
+                    vals = [ex.evaluate_constant(e, self.params) for e in w]
+                    return [v / sum(vals) for v in vals], True
+            if s.kind == "bernoulli" and s.p is not None:
+                e = f[f"nodes.{nodes[0]}.p"]
+                if not e.names() - set(self.params):
+                    p = min(1.0, max(0.0, ex.evaluate_constant(e, self.params)))
+                    return [1 - p, p], True
+        _, codes = self._sample()
+        counts = np.bincount(codes, minlength=len(self.coding.labels))
+        return list(counts / counts.sum()), False
+
+    def prevalence(self, node: str) -> tuple[list[float], bool]:
+        """The share of each group with ``node`` = 1 (exact for a bernoulli ``p`` / ``logit`` of
+        params and the group only)."""
+        from simsys import expressions as ex
+
+        s = self.scenario.spec.nodes[node]
+        f = self.scenario.formulas
+        if s.kind == "bernoulli" and not self.scenario.spec.populations[self.population].do:
+            key = f"nodes.{node}.p" if s.p is not None else f"nodes.{node}.logit"
+            e = f[key]
+            if self._exact([e]):
+                vals, _ = self.values(e)
+                if s.p is None:
+                    vals = [1 / (1 + math.exp(-v)) if math.isfinite(v) else float(v > 0) for v in vals]
+                return [min(1.0, max(0.0, v)) for v in vals], True
+        return self.values(ex.call("!=", ex.name(node), ex.const(0.0)))
+
+    def per_group(self, vals: list[float], exact: bool, fmt=None, *, same: str = "in every group") -> str:
+        """``5% light, 10% medium, 20% dark`` (``≈`` before estimates); ``5% in every group``."""
+        fmt = fmt or percent
+        shown = [("" if exact else "≈") + fmt(v) for v in vals]
+        if len(set(shown)) == 1 and len(shown) > 1:
+            return f"{shown[0]} {same}"
+        return ", ".join(f"{v} {n}" for v, n in zip(shown, self.names))
+
+
+def percent(x: float) -> str:
+    """A share as a reader writes it: ``5%``, ``2.5%``, ``48%``, ``0.33%``, ``100%``."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    v = 100 * x
+    if v == 0 or abs(v) >= 9.95:
+        return f"{v:.0f}%"
+    return f"{v:.2g}%"
+
+
+def signed(x: float) -> str:
+    """A shift as a reader writes it: ``+2.8``, ``-0.3``, ``0``."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return "0" if x == 0 else f"{x:+.2g}"
+
+
+def _field_values(facts: GroupFacts, index: int, fld: str, *, among=None) -> tuple[list[float], bool] | None:
+    """Per-group values of a bias field (patients outside the bias's group get the neutral value)."""
+    from simsys.biases import group_indicator
+
+    sc = facts.scenario
+    b = sc.spec.biases[index]
+    e = sc.formulas.get(f"biases[{index}].{fld}")
+    if e is None:
+        return None
+    sel = getattr(b, "group", None) or {}
+    member = group_indicator(sc, sel) if sel else None
+    return facts.values(e, member=member, neutral=_NEUTRAL[fld], among=among)
+
+
+def bias_lines(scenario: Scenario, facts: GroupFacts | None = None) -> list[str]:
+    """One sentence per bias with its numbers per group (``missed_melanomas (label): ...``)."""
+    from simsys import expressions as ex
+
+    spec = scenario.spec
+    if facts is None:
+        facts = GroupFacts(scenario, _train_population(scenario))
+    target = spec.roles.target
+    out = []
+    for i, b in enumerate(spec.biases):
+        head = f"{bias_name(scenario, i)} ({BRIEF_WORDS[b.type]}): "
+        if isinstance(b, RepresentationBias):
+            if b.keep is not None:
+                vals, exact = _field_values(facts, i, "keep")
+                text = f"kept in the training data: {facts.per_group(vals, exact)}"
+            else:
+                parts = []
+                for fld, v in (("keep_positive", 1), ("keep_negative", 0)):
+                    got = _field_values(facts, i, fld)
+                    if got is not None:
+                        parts.append(f"with {target} = {v}, {facts.per_group(*got)}")
+                text = "kept in the training data: " + "; ".join(parts)
+        elif isinstance(b, SelectionBias):
+            vals, exact = facts.values(ex.call("!=", ex.name(b.node), ex.const(0.0)))
+            text = f"only patients with {b.node} = 1 enter the training data: {facts.per_group(vals, exact)}"
+        elif isinstance(b, LabelBias):
+            t = b.target or target
+            parts = []
+            for fld, v, words in (("false_negative_rate", 1, "recorded as 0 (missed)"),
+                                  ("false_positive_rate", 0, "recorded as 1 (false alarm)")):
+                among = ex.call("==", ex.name(t), ex.const(float(v)))
+                vals, exact = _field_values(facts, i, fld, among=among)
+                if any(x != 0 for x in vals if math.isfinite(x)):
+                    parts.append(f"a true {t} = {v} is {words}: {facts.per_group(vals, exact)}")
+            text = "; ".join(parts) if parts else "labels are left unchanged at these settings"
+        elif isinstance(b, MeasurementBias):
+            parts = []
+            for fld, words, fmt in (("scale", "times", lambda v: f"{v:.3g}"),
+                                    ("offset", "plus", signed),
+                                    ("noise_sd", "plus noise with sd", lambda v: f"{v:.3g}")):
+                vals, exact = _field_values(facts, i, fld)
+                if any(x != _NEUTRAL[fld] for x in vals if math.isfinite(x)):
+                    parts.append(f"{words} {facts.per_group(vals, exact, fmt)}")
+            text = (f"{b.feature} is recorded as the true value " + "; ".join(parts) if parts
+                    else f"{b.feature} is recorded as it is at these settings")
+        elif isinstance(b, MissingnessBias):
+            vals, exact = _field_values(facts, i, "rate")
+            text = f"{b.feature} is missing for {facts.per_group(vals, exact)}"
+        else:  # proxy label
+            miss, e1 = facts.values(ex.call("==", ex.name(b.label), ex.const(0.0)),
+                                    among=ex.call("==", ex.name(target), ex.const(1.0)))
+            alarm, e2 = facts.values(ex.call("!=", ex.name(b.label), ex.const(0.0)),
+                                     among=ex.call("==", ex.name(target), ex.const(0.0)))
+            text = (f"the model learns {b.label} instead of {target}: {b.label} = 0 for true "
+                    f"{target} = 1 in {facts.per_group(miss, e1)}; {b.label} = 1 for true {target} = 0 "
+                    f"in {facts.per_group(alarm, e2)}")
+        out.append(head + text + ".")
+    return out
+
+
+def _train_population(scenario: Scenario) -> str:
+    exp = scenario.spec.experiment or {}
+    pop = exp.get("train", "train") if isinstance(exp, Mapping) else "train"
+    pops = scenario.spec.populations
+    if pop not in pops:
+        pop = next((p for p, s in pops.items() if s.biased), next(iter(pops)))
+    return pop
+
+
+def _test_population(scenario: Scenario) -> str | None:
+    exp = scenario.spec.experiment or {}
+    pop = exp.get("test", "test") if isinstance(exp, Mapping) else "test"
+    return pop if pop in scenario.spec.populations else None
+
+
+_SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bcf)\.\s+(?=[A-Z])")
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The description's first sentence ("et al." and "e.g." do not end one), at most ``limit``
+    characters (cut at a word, with "...")."""
+    text = " ".join(text.split())
+    m = _SENTENCE_END.search(text)
+    first = text[: m.start() + 1] if m else text
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return first
+
+
+def _who(facts: GroupFacts, scenario: Scenario, pop: str) -> str:
+    spec = scenario.spec
+    p = spec.populations[pop]
+    shares, e1 = facts.shares()
+    prev, e2 = facts.prevalence(spec.roles.target)
+    what = (" -- " + " ".join(p.description.split()).rstrip(".")) if p.description else ""
+    return (f"population {pop}, {number(p.n)} patients drawn{what}. By {facts.by}: "
+            f"{facts.per_group(shares, e1, same='each')}. The truth, {spec.roles.target} = 1: "
+            f"{facts.per_group(prev, e2)}.")
+
+
+def brief(scenario: Scenario, *, width: int = WIDTH, sample_n: int = BRIEF_SAMPLE) -> str:
+    """The one-screen explanation ``simsys explain`` prints, for a class.
+
+    Who the patients are (group shares and the target's prevalence per group), what the model
+    sees, each bias in one sentence with its numbers per group, the experiment in one sentence.
+    Formula values are evaluated per group (:class:`GroupFacts`); an estimate from the simulated
+    sample is marked ``≈``.
+    """
+    spec = scenario.spec
+    train = _train_population(scenario)
+    facts = GroupFacts(scenario, train, n=sample_n)
+    out: list[str] = []
+
+    def para(text: str, indent: str = "") -> None:
+        out.extend(textwrap.wrap(text, width=width, initial_indent=indent,
+                                 subsequent_indent=" " * len(indent), break_on_hyphens=False))
+
+    title = f"Scenario {spec.name}" + (f": {_first_sentence(spec.description)}" if spec.description else "")
+    para(title)
+    out.append("")
+    para("Who the patients are: " + _who(facts, scenario, train))
+    test = _test_population(scenario)
+    if test is not None and test != train:
+        tfacts = GroupFacts(scenario, test, n=sample_n)
+        para(f"Tested on: {_who(tfacts, scenario, test)}")
+    obs = {v: f"{v}_observed" for v in observed_variables(scenario)}
+    feats = [f + (" (as recorded)" if f in obs else "") for f in spec.roles.features]
+    label = next((b.label for b in spec.biases if isinstance(b, ProxyLabelBias)), None)
+    learns = (f"{label} instead of {spec.roles.target}" if label else
+              f"{spec.roles.target}_observed, the recorded {spec.roles.target}")
+    para(f"What the model sees: {join_words(feats)}. It learns {learns}; it is scored against the "
+         f"true {spec.roles.target}.")
+    out.append("")
+    if spec.biases:
+        para("The injected biases, in the order they act on the training data:")
+        for i, line in enumerate(bias_lines(scenario, facts), 1):
+            para(line, f"{i}. ")
+    else:
+        para("The injected biases: none; the data are the truth.")
+    if spec.experiment is not None:
+        out.append("")
+        para(_experiment_brief(scenario))
+    out.append("")
+    para(f"≈ marks an average over {number(sample_n)} simulated patients (seed {spec.seed}); the "
+         "others are exact. `simsys explain --full` walks through every variable and formula.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _experiment_brief(scenario: Scenario) -> str:
+    exp = dict(scenario.spec.experiment or {})
+    models = exp.get("models") or [{"model": "logistic_regression"}, {"model": "gradient_boosting"}]
+    names = []
+    for m in models:
+        m = {"model": m} if isinstance(m, str) else m
+        names.append(str(m.get("name", m.get("model"))))
+    sweep = exp.get("sweep") or {}
+    grid = sweep.get("grid") or {}
+    points = sweep.get("points") or []
+    parts = [f"{setting_label(p)} over {', '.join(number(v) for v in vals)}" for p, vals in grid.items()]
+    if points:
+        parts.append(f"{len(points)} explicit setting{'s' if len(points) > 1 else ''}")
+    moves = f"it moves {join_words(parts)}" if parts else "it has no sweep"
+    return (f"The experiment (simsys run): models {join_words(names)}; {moves}; "
+            f"{exp.get('replicates', 3)} replicates; decision threshold {_threshold_words(exp.get('threshold'))}.")
+
+
+__all__ = ["GroupFacts", "affected_by", "bias_lines", "bias_reads", "bias_writes", "brief",
+           "describe_bias", "describe_change", "describe_experiment", "describe_node", "explain",
+           "percent", "sections"]

@@ -665,6 +665,11 @@ class RunResult:
 
         return findings_frame(self.findings)
 
+    def _repr_html_(self) -> str:  # Jupyter: the headline rows and figure
+        from simsys.display import run_result_html
+
+        return run_result_html(self)
+
 
 
 

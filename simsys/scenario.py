@@ -286,6 +286,11 @@ class Scenario:
             return list(spec.categories)
         return ["0", "1"]
 
+    def _repr_html_(self) -> str:  # Jupyter: the graph inline, the roles, the biases
+        from simsys.display import scenario_html
+
+        return scenario_html(self)
+
     def digest(self) -> str:
         """SHA-256 of the resolved scenario (canonical JSON): identifies it in run outputs."""
         text = json.dumps(self.data, sort_keys=True, default=str)

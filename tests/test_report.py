@@ -415,7 +415,7 @@ def matplotlib_colour(rgba) -> str:
 @pytest.mark.parametrize("path", GRAPH_SCENARIOS, ids=lambda p: p.stem)
 def test_explain_mentions_every_node_and_bias(path):
     sc = load_scenario(path)
-    result = invoke("explain", path)
+    result = invoke("explain", "--full", path)
     assert result.exit_code == 0, result.output
     text = result.stdout
     for node in sc.spec.nodes:
