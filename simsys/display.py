@@ -322,44 +322,39 @@ def cohort_html(summary: CohortSummary) -> str:
 
 
 # --- a run ---------------------------------------------------------------------------------------------
-_PARTS = {"d_model": "model gap", "caused": "caused by the biases", "d_data": "gap in training labels"}
 
 
 def run_result_html(result: RunResult) -> str:
-    """A run in a notebook: the headline rows of its summary and, from its folder, the headline figure."""
-    from simsys.runner import headline
+    """A run in a notebook: its findings (the short answer, the headline tables, the key findings,
+    each sentence as simsys.findings wrote it) and, from its folder, the headline figure."""
+    from simsys import render
+    from simsys.findings import headline_metrics
 
-    s = result.summary
     name = result.manifest.get("scenario_name", "")
     out = [f"<div class='simsys-run'><h3>Run of {_esc(name)}</h3>"]
-    if s is None or s.empty:
+    if not result.findings or result.view is None:
         out.append("<p>No results (every cell failed; see <code>errors</code>).</p></div>")
         return "".join(out)
-    for metric in ("fnr_difference", "auroc_difference"):
-        h = headline(result, metric)
-        if h.empty:
+    lede = next((f for f in result.findings if f.kind == "lede"), None)
+    if lede is not None:
+        out.append(f"<p><b>{_esc(lede.text)}</b></p>")
+    for metric in headline_metrics(result.view):
+        table = render.gap_table(result.view, result.findings, metric)
+        if table is None:
             continue
-        settings = [c for c in h.columns if c not in ("point", "model", "part", "mean", "lo", "hi")]
-        out.append(f"<p><b>{_esc(metric.replace('_', ' '))}</b> between groups, against the truth "
-                   "(mean [95% interval over the replicates]):</p><table><thead><tr>"
-                   + "".join(f"<th>{_esc(c)}</th>" for c in [*settings, "model", *_PARTS.values()])
-                   + "</tr></thead><tbody>")
-        for (_point, model), grp in h.groupby(["point", "model"], sort=True):
-            parts = {r["part"]: r for _, r in grp.iterrows()}
-            cells = [str(grp.iloc[0][c]) for c in settings] + [model]
-            for p in _PARTS:
-                r = parts.get(p)
-                if r is None or pd.isna(r["mean"]):
-                    cells.append("-")
-                elif pd.isna(r["lo"]):
-                    cells.append(f"{r['mean']:+.3f}")
-                else:
-                    cells.append(f"{r['mean']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]")
-            out.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+        header, rows = table
+        out.append(f"<p>{_esc(render.table_title(result.findings, metric))}</p><table><thead><tr>"
+                   + "".join(f"<th>{_esc(c)}</th>" for c in header) + "</tr></thead><tbody>")
+        out += ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows]
         out.append("</tbody></table>")
+    key = render.key_findings(result.findings)
+    if key:
+        out.append("<ul>" + "".join(
+            f"<li>{_esc(f.text)}{'' if f.verdict == 'supported' else f' <i>({_esc(f.verdict)})</i>'}</li>"
+            for f in key) + "</ul>")
     out.append(_run_figure(result))
     if len(result.errors):
-        out.append(f"<p>{len(result.errors)} cell(s) failed; see <code>errors</code>.</p>")
+        out.append(f"<p>{len(result.errors)} failures recorded; see <code>errors</code>.</p>")
     out.append("</div>")
     return "".join(out)
 

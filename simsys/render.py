@@ -81,7 +81,7 @@ def _table_md(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _table_title(view: RunView, findings: Sequence[Finding], metric: str) -> str:
+def table_title(findings: Sequence[Finding], metric: str) -> str:
     f = next(f for f in findings if f.kind == "gap" and f.subject.get("metric") == metric)
     grp, ref = f.subject["groups"]
     unit = "percentage points" if f.quantities["compared"].cases is not None else f"{SHORT.get(metric, metric)} units"
@@ -91,7 +91,7 @@ def _table_title(view: RunView, findings: Sequence[Finding], metric: str) -> str
             f"the biased data; gap = {grp} minus {ref}, in {unit} [95% interval]")
 
 
-def _key_findings(findings: Sequence[Finding]) -> list[Finding]:
+def key_findings(findings: Sequence[Finding]) -> list[Finding]:
     return [f for f in findings if f.kind not in ("lede", "gap", "caused", "method", "fair_only_observed")]
 
 
@@ -127,7 +127,7 @@ def console(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[str
         table = gap_table(view, findings, metric)
         if table is None:
             continue
-        lines += _wrap(_table_title(view, findings, metric) + ":", WIDTH)
+        lines += _wrap(table_title(findings, metric) + ":", WIDTH)
         lines += [*_table_text(*table), ""]
     mt = methods_table(findings)
     if mt is not None:
@@ -136,7 +136,7 @@ def console(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[str
     for f in findings:
         if f.kind == "fair_only_observed":
             lines += _wrap("warning: " + f.text, WIDTH, subsequent_indent="  ")
-    key = _key_findings(findings)
+    key = key_findings(findings)
     if key:
         lines.append("Findings:")
         for f in key:
@@ -159,14 +159,14 @@ def markdown(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[st
         table = gap_table(view, findings, metric)
         if table is None:
             continue
-        out += [f"## {_table_title(view, findings, metric)}", ""]
+        out += [f"## {table_title(findings, metric)}", ""]
         out += [*_table_md(*table), ""]
     mt = methods_table(findings)
     if mt is not None:
         out += [f"## {mt[0]}", "", *_table_md(mt[1], mt[2]), ""]
         out += [f"- {f.text}" for f in findings if f.kind == "method"]
         out += [f"- **Warning:** {f.text}" for f in findings if f.kind == "fair_only_observed"] + [""]
-    key = _key_findings(findings)
+    key = key_findings(findings)
     if key:
         out += ["## Findings", ""]
         for f in key:
@@ -190,4 +190,4 @@ def markdown(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[st
     return "\n".join(out)
 
 
-__all__ = ["console", "gap_table", "markdown"]
+__all__ = ["console", "gap_table", "key_findings", "markdown", "methods_table", "table_title"]

@@ -3,6 +3,7 @@ rule of ``draw_graph(highlight=...)``, a scenario's, a cohort's and a run's ``_r
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from xml.etree import ElementTree
@@ -14,6 +15,7 @@ import pytest
 import simsys
 from simsys import display as D
 from simsys.drawing import HIGHLIGHT, draw_graph, graph_elements
+from simsys.findings import fmt
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -118,19 +120,22 @@ def tiny_result(tmp_path_factory):
     return simsys.run(TINY, output_dir=tmp_path_factory.mktemp("runs"), replicates=2, workers=1)
 
 
-def test_a_run_result_shows_its_headline_and_figure(tiny_result):
-    html = tiny_result._repr_html_()
-    s = tiny_result.summary
-    row = s[(s["scope"] == "amplification") & (s["metric"] == "fnr_difference.caused")
-            & (s["model"] == "logistic_regression")].iloc[0]
-    assert f"{row['mean']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]" in html
-    assert re.search(r"<img [^>]*src='data:image/png;base64,[A-Za-z0-9+/=]+'", html)
+def test_a_run_result_shows_its_findings_and_figure(tiny_result):
+    html_text = tiny_result._repr_html_()
+    # every key finding's sentence (as simsys.findings wrote it) and the caused gap of the table
+    for f in tiny_result.findings:
+        if f.kind not in ("gap", "caused"):
+            assert html.escape(f.text) in html_text, f.key
+    caused = next(f for f in tiny_result.findings if f.kind == "caused" and f.subject["metric"] == "fnr")
+    q = caused.quantities["caused"]
+    assert f"{fmt(q.value, 'pp')} [{fmt(q.lo, 'pp')}, {fmt(q.hi, 'pp')}]" in html_text
+    assert re.search(r"<img [^>]*src='data:image/png;base64,[A-Za-z0-9+/=]+'", html_text)
 
 
-def test_a_run_kept_in_memory_shows_its_headline_and_says_where_figures_come_from(tiny_result):
+def test_a_run_kept_in_memory_shows_its_findings_and_says_where_figures_come_from(tiny_result):
     mem = simsys.runner.RunResult(tiny_result.results, tiny_result.summary, tiny_result.errors, None,
-                                  tiny_result.manifest)
-    html = mem._repr_html_()
-    assert "fnr difference" in html and "<img" not in html
-    assert "run with an <code>output_dir</code>" in html
+                                  tiny_result.manifest, tiny_result.findings, tiny_result.view)
+    html_text = mem._repr_html_()
+    assert "false-negative rate (FNR) against the truth" in html_text and "<img" not in html_text
+    assert "run with an <code>output_dir</code>" in html_text
     assert np.isfinite(tiny_result.summary["mean"]).any()
