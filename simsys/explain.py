@@ -346,6 +346,13 @@ def describe_bias(scenario: Scenario, index: int) -> list[str]:
                      "the clean twin is the same patients without it.")
     else:
         lines.append("It acts on no population (none is marked biased).")
+    if isinstance(b, LabelBias | ProxyLabelBias):
+        from simsys.biases import acts_on
+
+        test = (scenario.spec.experiment or {}).get("test", "test")
+        if test in scenario.spec.populations and test not in pops and acts_on(scenario, index, test, True):
+            lines.append(f"In simsys run it also acts on the recorded labels of the {test} population (an "
+                         "audit's labels are recorded the same way), where nobody is dropped.")
     return lines
 
 
@@ -429,10 +436,12 @@ def describe_experiment(scenario: Scenario) -> list[str]:
         f"its recorded label {target}_observed (what an audit with only those labels would see).")
     lines.append(
         f"What it measures: per-group metrics (false-negative rate, false-positive rate, AUROC, "
-        f"calibration, ...) for each group of {groups}; each metric's gap between groups (largest "
-        f"minus smallest group value); and how much of that gap the injected biases caused: the gap "
-        f"of the model trained on the biased data minus the gap of the same model trained on the "
-        f"clean twin. The intervals are 95% intervals over the replicates.")
+        f"calibration, ...) for each group of {groups}, with the cases behind each rate; each "
+        f"metric's signed gap between the worst-off group and a reference group; and how much of "
+        f"that gap the injected biases caused: the gap of the model trained on the biased data minus "
+        f"the gap of the same model trained on the clean twin. Every number comes with a 95% interval "
+        f"that accounts for both the patients drawn and the replicates (docs/metrics.md), and a "
+        f"statement is made only when its interval supports it.")
     return lines
 
 
@@ -470,7 +479,9 @@ def sections(scenario: Scenario) -> list[tuple[str, list[list[str]]]]:
         out.append(("The injected biases", [["None: the data are the truth."]]))
     pops = []
     for name, p in spec.populations.items():
-        s = f"{name}: {number(p.n)} patients drawn, {'biased' if p.biased else 'unbiased'}"
+        s = (f"{name}: {number(p.n)} patients drawn, "
+             + ("biased" if p.biased else "not biased (nobody is dropped; as a test population its "
+                "recorded labels still carry the label biases that act on it)"))
         if p.params:
             s += "; with " + ", ".join(f"{k} = {number(v)}" for k, v in p.params.items())
         if p.do:
@@ -856,6 +867,9 @@ def brief(scenario: Scenario, *, width: int = WIDTH, sample_n: int = BRIEF_SAMPL
               f"{spec.roles.target}_observed, the recorded {spec.roles.target}")
     para(f"What the model sees: {join_words(feats)}. It learns {learns}; it is scored against the "
          f"true {spec.roles.target}.")
+    audit = audit_sentence(scenario, test or train)
+    if audit:
+        para(audit)
     out.append("")
     if spec.biases:
         para("The injected biases, in the order they act on the training data:")
@@ -870,6 +884,20 @@ def brief(scenario: Scenario, *, width: int = WIDTH, sample_n: int = BRIEF_SAMPL
     para(f"≈ marks an average over {number(sample_n)} simulated patients (seed {spec.seed}); the "
          "others are exact. `simsys explain --full` walks through every variable and formula.")
     return "\n".join(out).rstrip() + "\n"
+
+
+def audit_sentence(scenario: Scenario, test: str) -> str:
+    """What the test population's recorded labels are (docs/metrics.md, "The audit's labels")."""
+    from simsys.biases import acts_on
+
+    label_biases = [bias_name(scenario, i) for i, b in enumerate(scenario.spec.biases)
+                    if isinstance(b, LabelBias | ProxyLabelBias) and acts_on(scenario, i, test, True)]
+    if not label_biases:
+        return (f"An audit's view: the recorded labels of the {test} population are the truth (no label "
+                "bias acts on it).")
+    return (f"An audit's view: the recorded labels of the {test} population carry "
+            f"{join_words(label_biases)} too (labels are recorded the same way in deployment); nobody is "
+            "dropped from it. simsys reports what an audit with those labels would measure beside the truth.")
 
 
 def _experiment_brief(scenario: Scenario) -> str:
