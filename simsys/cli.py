@@ -183,6 +183,63 @@ def _run_report(run_dir) -> None:
     click.echo(f"report: {path} ({time.perf_counter() - t0:.1f} s)", err=True)
 
 
+def _json_mapping(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a JSON mapping such as '{{\"constraint\": \"equal_opportunity\"}}', "
+                                 f"got {value!r}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"expected a JSON mapping, got {value!r}")
+    return data
+
+
+@main.command()
+@click.argument("method", required=False)
+@click.option("--params", callback=_json_mapping, help="The method's parameters, as a JSON mapping.")
+@click.option("--name", help="Name of the method in the outputs (default: from METHOD).")
+@click.option("--against", help="A second method (or another version) to compare with, paired.")
+@click.option("--against-params", callback=_json_mapping, help="Parameters of --against, as a JSON mapping.")
+@click.option("--battery", type=click.Path(dir_okay=False), help="A battery file (default: the built-in battery).")
+@click.option("--scenarios", help="Only these scenarios of the battery, comma-separated (e.g. blum_stangl,melanoma).")
+@click.option("--replicates", type=click.IntRange(min=1), help="Replicates of every scenario.")
+@click.option("--seed", type=click.IntRange(min=0), help="Root seed of every scenario's run (default: each scenario's).")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True,
+              help="Writes OUTPUT_DIR/stress/<method>/<run-id>/.")
+@click.option("--run-id", help="Name of the stress folder (default: date-time).")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Finish an interrupted stress folder.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
+@click.option("--allow-import", "allow_imports", is_flag=True, help=_ALLOW_IMPORT_HELP)
+@_user_errors
+def stress(method, params, name, against, against_params, battery, scenarios, replicates, seed, output_dir,
+           run_id, resume, workers, executor, scheduler, allow_imports) -> None:
+    """Run a fairness METHOD through a battery of scenarios, scored against the truth.
+
+    METHOD is a model as in experiment.models: a built-in mitigation (reweighing,
+    group_thresholds, ...), an import path, or path/file.py:Class (with --allow-import).
+    """
+    from simsys.stress import ranking
+    from simsys.stress import stress as run_stress
+
+    if method is None and resume is None:
+        raise click.UsageError("give a METHOD, or --resume STRESS_DIR")
+    result = run_stress(method, params=params, name=name, against=against, against_params=against_params,
+                        battery=battery, scenarios=[x for x in scenarios.split(",") if x] if scenarios else None,
+                        replicates=replicates, seed=seed, workers=workers, executor=executor,
+                        scheduler=scheduler, output_dir=output_dir, run_id=run_id, resume=resume,
+                        allow_imports=allow_imports, progress=True,
+                        echo=lambda m: click.echo(m, err=True))
+    from simsys.render import stress_markdown
+
+    click.echo(stress_markdown(result, ranking(result)))
+    if result.run_dir is not None:
+        click.echo(f"stress results in {result.run_dir}: summary.md, leaderboard.csv, stress.html")
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--effect", type=click.FloatRange(min=0, min_open=True, max=1), required=True,

@@ -962,3 +962,135 @@ def _lede(view: RunView, findings: list[Finding], hi: int) -> Finding | None:
 
 __all__ = ["NOT_DISTINGUISHABLE", "SUPPORTED", "TOO_FEW", "VERDICTS", "Finding", "Number", "RunView",
            "build_findings", "findings_frame", "fmt", "headline_metrics"]
+
+
+# --- the stress battery (simsys stress) ----------------------------------------------------------
+#: What the battery scores, per model and sweep point: (leaderboard metric, what it is).
+STRESS_METRICS = {
+    "tpr_gap.truth": "TPR of the compared group minus the reference group's, against the truth",
+    "tpr_gap.recorded": "the same gap against the recorded labels (an audit's view)",
+    "tpr_gap_vs_baseline.truth": "|gap| of the model minus |gap| of the baseline, paired (negative = smaller gap)",
+    "recovery.equal_opportunity_difference": "share of the baseline's biased-to-clean equal-opportunity gap closed",
+    "accuracy": "overall accuracy against the truth",
+    "accuracy_cost": "accuracy of the model minus the baseline's, paired (negative = a cost)",
+    "auroc_cost": "overall AUROC of the model minus the baseline's, paired",
+    "ece_cost": "overall expected calibration error of the model minus the baseline's, paired (positive = worse)",
+    "fair_only_observed": "share of replicates where it looks fair against the recorded labels but not the truth",
+}
+
+
+def _oriented_gap_terms(p, m, grp, ref, reference="truth", k="tpr") -> list:
+    return [(1.0, (p, m, "biased", reference, grp, k)), (-1.0, (p, m, "biased", reference, ref, k))]
+
+
+def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], baseline: str) -> tuple[list[dict], list[Finding]]:
+    """Score fairness methods against the truth, per sweep point, beside their baseline.
+
+    Returns leaderboard rows (one per model x point x metric, with estimate, interval and
+    replicates) and the findings that say where a method fails: it makes the true gap worse than
+    the baseline's, or it looks fair against the recorded labels while the true gap remains (it
+    only hides the gap from an audit). Gaps are true-positive-rate gaps (equal opportunity) between
+    the group worst off under the baseline at the most-biased point and the reference group.
+    """
+    lo, hi = view.chosen_points()
+    pair = group_pair(view, "tpr", hi)
+    rows: list[dict] = []
+    out: list[Finding] = []
+    if pair is None:
+        return rows, out
+    grp, ref = pair
+    view.reference_group = ref
+    R = view.R
+    for p in range(len(view.points)):
+        setting = view.setting(p)
+        base_gap, _ = _contrast(view, _oriented_gap_terms(p, baseline, grp, ref), rate=True)
+        sign = 1.0 if base_gap.value >= 0 else -1.0  # orient so that a larger value = a larger gap
+        for m in models:
+            est: dict[str, I.Estimate] = {}
+            est["tpr_gap.truth"], _ = _contrast(view, _oriented_gap_terms(p, m, grp, ref), rate=True)
+            est["tpr_gap.recorded"], _ = _contrast(view, _oriented_gap_terms(p, m, grp, ref, "observed"), rate=True)
+            vs = [(sign, t) for _, t in _oriented_gap_terms(p, m, grp, ref)[:1]] + \
+                 [(-sign, _oriented_gap_terms(p, m, grp, ref)[1][1])] + \
+                 [(-sign, _oriented_gap_terms(p, baseline, grp, ref)[0][1]),
+                  (sign, _oriented_gap_terms(p, baseline, grp, ref)[1][1])]
+            est["tpr_gap_vs_baseline.truth"], s_vs = _contrast(view, vs, rate=True, bounds=(-2.0, 2.0))
+            est["recovery.equal_opportunity_difference"] = I.mean_contrast(
+                [(1.0, view.values(p, m, "biased", "truth", "method", "", "recovery.equal_opportunity_difference"))])
+            est["accuracy"], _ = _rate(view, p, m, "biased", "truth", "overall", "accuracy")
+            est["accuracy_cost"], s_acc = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "accuracy")),
+                                                           (-1.0, (p, baseline, "biased", "truth", "overall", "accuracy"))], rate=True)
+            est["auroc_cost"], _ = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "auroc")),
+                                                    (-1.0, (p, baseline, "biased", "truth", "overall", "auroc"))], rate=False)
+            est["ece_cost"], _ = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "ece")),
+                                                  (-1.0, (p, baseline, "biased", "truth", "overall", "ece"))], rate=False)
+            est["fair_only_observed"] = I.replicate_share(
+                view.values(p, m, "biased", "truth", "method", "", "fair_only_against_observed.equal_opportunity_difference"))
+            for k, e in est.items():
+                rows.append({"scenario": scenario_label, "point": p, "setting": setting, "model": m,
+                             "baseline": baseline, "metric": k, "estimate": e.value, "lo": e.lo, "hi": e.hi,
+                             "replicates": e.replicates, "groups": f"{grp} vs {ref}"})
+            if m == baseline:
+                continue
+            worse = est["tpr_gap_vs_baseline.truth"]
+            if worse.has_interval and worse.lo > 0:
+                t = _Text()
+                t += (f"{scenario_label}, at {_setting(t, view, p)}: {m} made the true-positive-rate gap "
+                      f"({grp} minus {ref}, against the truth) larger than {baseline}'s, by "
+                      f"{t.num(worse.value, 'pp', (*s_vs, 'value'))} percentage points"
+                      f"{_iv(t, worse, 'pp', s_vs)}, paired over {t.num(worse.replicates, 'int', ('replicates',))} replicates.")
+                out.append(Finding(f"stress/worse/{scenario_label}/{p}/{m}", "stress_worse",
+                                   _subject(view, point=p, model=m, metric="tpr", groups=(grp, ref),
+                                            scenario=scenario_label),
+                                   {"gap_vs_baseline": worse}, SUPPORTED,
+                                   "|gap| of the method minus |gap| of the baseline, paired by replicate",
+                                   {"replicates": worse.replicates}, t.text(), t.numbers))
+            flag = est["fair_only_observed"]
+            if flag.defined and flag.events:
+                t = _Text()
+                src_f = ("flags", (p, m, "biased", "truth", "method", "",
+                                   "fair_only_against_observed.equal_opportunity_difference"))
+                g_t, s_t = _contrast(view, _oriented_gap_terms(p, m, grp, ref), rate=True)
+                g_r, s_r = _contrast(view, _oriented_gap_terms(p, m, grp, ref, "observed"), rate=True)
+                t += (f"{scenario_label}, at {_setting(t, view, p)}: {m} only hides the gap from an audit: its "
+                      f"true-positive-rate gap ({grp} minus {ref}) was {t.num(g_r.value, 'pp', (*s_r, 'value'))} "
+                      f"percentage points against the recorded labels but {t.num(g_t.value, 'pp', (*s_t, 'value'))} "
+                      f"against the truth, and it looked fair only against the recorded labels in "
+                      f"{t.num(flag.events, 'int', src_f)} of {t.num(flag.replicates, 'int', ('replicates',))} replicates.")
+                out.append(Finding(f"stress/hides/{scenario_label}/{p}/{m}", "stress_hides",
+                                   _subject(view, point=p, model=m, metric="tpr", groups=(grp, ref),
+                                            scenario=scenario_label),
+                                   {"gap_truth": g_t, "gap_recorded": g_r, "share_flagged": flag}, SUPPORTED,
+                                   "per replicate, the method's equal-opportunity difference against the recorded "
+                                   "labels and against the truth", {"replicates": R}, t.text(), t.numbers))
+    return rows, out
+
+
+def compare_methods(view: RunView, scenario_label: str, a: str, b: str) -> list[Finding]:
+    """``--against``: method a minus method b on the same patients, per sweep point (paired)."""
+    lo, hi = view.chosen_points()
+    pair = group_pair(view, "tpr", hi)
+    if pair is None:
+        return []
+    grp, ref = pair
+    out = []
+    for p in range(len(view.points)):
+        t = _Text()
+        terms = [*_oriented_gap_terms(p, a, grp, ref), *[(-c, k) for c, k in _oriented_gap_terms(p, b, grp, ref)]]
+        d_gap, s_gap = _contrast(view, terms, rate=True, bounds=(-2.0, 2.0))
+        d_acc, s_acc = _contrast(view, [(1.0, (p, a, "biased", "truth", "overall", "accuracy")),
+                                        (-1.0, (p, b, "biased", "truth", "overall", "accuracy"))], rate=True)
+        t += (f"{scenario_label}, at {_setting(t, view, p)}: {a} minus {b}, paired by replicate: true-positive-rate gap "
+              f"({grp} minus {ref}, against the truth) {t.num(d_gap.value, 'pp', (*s_gap, 'value'))} percentage points"
+              f"{_iv(t, d_gap, 'pp', s_gap)}")
+        v1, _ = _verdict_text(t, d_gap, s_gap, what="difference")
+        t += (f"; accuracy {t.num(d_acc.value, 'pp', (*s_acc, 'value'))} percentage points{_iv(t, d_acc, 'pp', s_acc)}")
+        v2, _ = _verdict_text(t, d_acc, s_acc, what="difference")
+        t += "."
+        out.append(Finding(f"stress/against/{scenario_label}/{p}/{a}/{b}", "stress_against",
+                           _subject(view, point=p, models=(a, b), metric="tpr", groups=(grp, ref),
+                                    scenario=scenario_label),
+                           {"gap_difference": d_gap, "accuracy_difference": d_acc},
+                           SUPPORTED if SUPPORTED in (v1, v2) else NOT_DISTINGUISHABLE,
+                           "method a minus method b on the same patients, paired by replicate",
+                           {"replicates": d_gap.replicates}, t.text(), t.numbers))
+    return out

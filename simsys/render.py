@@ -190,4 +190,42 @@ def markdown(view: RunView, findings: Sequence[Finding], *, metrics: Sequence[st
     return "\n".join(out)
 
 
-__all__ = ["console", "gap_table", "key_findings", "markdown", "methods_table", "table_title"]
+
+
+def stress_markdown(result, ranking) -> str:
+    """``summary.md`` of a stress battery: the ranking, where the method fails, the comparisons."""
+    from simsys.findings import STRESS_METRICS
+
+    out = [f"# simsys stress: {result.method}", ""]
+    if result.against:
+        out += [f"Compared with: {result.against} (paired, the same patients).", ""]
+    out += ["## Ranking", "",
+            "Methods ranked by how often they make the true gap worse than their baseline, then how often "
+            "they only hide it from an audit, then by mean recovery of the baseline's bias-caused "
+            "equal-opportunity gap over the battery's points (1 = all of it, 0 = none).", ""]
+    if ranking is not None and len(ranking):
+        header = ["model", "makes the gap worse", "only hides the gap", "mean recovery", "points scored",
+                  "mean accuracy cost (pp)"]
+        rows = [[r["model"], fmt(r["makes_gap_worse"], "int"), fmt(r["only_hides_gap"], "int"),
+                 fmt(r["mean_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
+                 fmt(r["mean_accuracy_cost_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
+        out += _table_md(header, rows) + [""]
+    fails = result.failures()
+    out += [f"## Where {result.method} fails", ""]
+    out += [f"- {f.text}" for f in fails] if fails else [
+        f"- Nowhere in this battery did {result.method} make the true gap distinguishably worse than its "
+        "baseline, or look fair only against the recorded labels."]
+    out.append("")
+    others = [f for f in result.findings if f.kind in ("stress_worse", "stress_hides") and f not in fails]
+    if others:
+        out += ["## Where the comparators fail", ""] + [f"- {f.text}" for f in others] + [""]
+    against = [f for f in result.findings if f.kind == "stress_against"]
+    if against:
+        out += [f"## {result.method} against {result.against}", ""]
+        out += [f"- {f.text}" + ("" if f.verdict == "supported" else f" *({f.verdict})*") for f in against] + [""]
+    out += ["## The leaderboard's metrics", ""] + [f"- `{k}`: {v}" for k, v in STRESS_METRICS.items()]
+    out += ["", "Every scenario's own run, with its report, is in its sub-folder.", ""]
+    return "\n".join(out)
+
+
+__all__ = ["console", "gap_table", "key_findings", "markdown", "methods_table", "stress_markdown", "table_title"]

@@ -375,6 +375,26 @@ def _did_you_mean(key: Any, options: Mapping) -> str:
     return ""
 
 
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file simsys is given (a scenario, a battery) with the same safe loader and the
+    same one-line errors as scenario files; returns the parsed data."""
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(source, "", f"cannot read the file ({exc.__class__.__name__})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(source, "", f"malformed YAML at {where}: {problem}") from None
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (YAML).
 
