@@ -992,7 +992,7 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
     only hides the gap from an audit). Gaps are true-positive-rate gaps (equal opportunity) between
     the group worst off under the baseline at the most-biased point and the reference group.
     """
-    lo, hi = view.chosen_points()
+    _lo, hi = view.chosen_points()
     pair = group_pair(view, "tpr", hi)
     rows: list[dict] = []
     out: list[Finding] = []
@@ -1017,7 +1017,7 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
             est["recovery.equal_opportunity_difference"] = I.mean_contrast(
                 [(1.0, view.values(p, m, "biased", "truth", "method", "", "recovery.equal_opportunity_difference"))])
             est["accuracy"], _ = _rate(view, p, m, "biased", "truth", "overall", "accuracy")
-            est["accuracy_cost"], s_acc = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "accuracy")),
+            est["accuracy_cost"], _s_acc = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "accuracy")),
                                                            (-1.0, (p, baseline, "biased", "truth", "overall", "accuracy"))], rate=True)
             est["auroc_cost"], _ = _contrast(view, [(1.0, (p, m, "biased", "truth", "overall", "auroc")),
                                                     (-1.0, (p, baseline, "biased", "truth", "overall", "auroc"))], rate=False)
@@ -1067,7 +1067,7 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
 
 def compare_methods(view: RunView, scenario_label: str, a: str, b: str) -> list[Finding]:
     """``--against``: method a minus method b on the same patients, per sweep point (paired)."""
-    lo, hi = view.chosen_points()
+    _lo, hi = view.chosen_points()
     pair = group_pair(view, "tpr", hi)
     if pair is None:
         return []

@@ -209,7 +209,7 @@ def stress_markdown(result, ranking) -> str:
         rows = [[r["model"], fmt(r["makes_gap_worse"], "int"), fmt(r["only_hides_gap"], "int"),
                  fmt(r["mean_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
                  fmt(r["mean_accuracy_cost_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
-        out += _table_md(header, rows) + [""]
+        out += [*_table_md(header, rows), ""]
     fails = result.failures()
     out += [f"## Where {result.method} fails", ""]
     out += [f"- {f.text}" for f in fails] if fails else [

@@ -149,7 +149,7 @@ def method_spec(method: Any, *, params: Mapping | None = None, name: str | None 
 
 
 def _scaled(n: int, scale: float, lo: int = 200) -> int:
-    return max(lo, int(math.ceil(n * scale)))
+    return max(lo, math.ceil(n * scale))
 
 
 def battery_scenario(entry: BatteryEntry, models: list[dict], *, replicates: int | None = None):
