@@ -388,9 +388,13 @@ def test_egfr_models_trained_on_2009_labels_miss_ckd_in_black_patients():
 
 
 # --- Bias on Demand (Baumann et al. 2023) ---------------------------------------------------------
-def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_h_r=1.5, l_h_q=1.0, l_m=1.0, l_q=2.0,
-                         sy=5.0, l_r_q=0.0) -> pd.DataFrame:
-    """The equations of BiasOnDemand's ``create_synth`` (defaults, no under-sampling), in NumPy."""
+def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_m_y=0.0, l_h_r=1.5, l_h_q=1.0, l_m=1.0,
+                         p_u=1.0, l_r=False, l_y_b=0.0, l_q=2.0, sy=5.0, l_r_q=0.0,
+                         cut: str = "after") -> pd.DataFrame:
+    """BiasOnDemand's ``create_synth`` (generate_dataset.py), line by line in NumPy, without its
+    train/test split. ``cut="after"`` binarises at the mean of Y over the rows kept by
+    under-sampling, as the generator does; ``cut="before"`` at the mean over all rows (the
+    scenario's default reading, with cut_after_undersampling: 0)."""
     rng = np.random.default_rng(seed)
     n1 = rng.gamma(2.0, 3.0, n)
     n_p = rng.normal(0.0, 2.0, n)
@@ -398,28 +402,82 @@ def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_h_r=1.5, l_h_q=1.0, l_
     a = rng.binomial(1, 0.5, n)
     r = n1 - l_h_r * a
     q = rng.binomial(3, 1 / (1 + np.exp(l_r_q * r - l_h_q * a)))
-    y = r - l_q * q - l_y * a + n_y
-    p = r - a * l_m + n_p
-    return pd.DataFrame({"A": a, "N1": n1, "Q": q, "P": p, "Y": (y > y.mean()).astype(int)})
+    y = r - l_q * q - l_y * a - l_m_y * a + n_y + l_y_b * r * a
+    y_real = r - l_q * q - l_y * a + n_y + l_y_b * r * a
+    p = r - a * l_m + n_p if l_m != 0 else r
+    keep = np.ones(n, dtype=bool)
+    ones = np.flatnonzero(a == 1)
+    k = int(len(ones) * p_u)
+    if k > 0:  # the first k rows of A = 1, or with l_r the k with the lowest R
+        order = ones[np.argsort(r[ones], kind="stable")] if l_r else ones
+        keep[order[k:]] = False
+    thres = y[keep].mean() if cut == "after" else y.mean()
+    out = pd.DataFrame({"A": a, "N1": n1, "Q": q, "P": p, "Y": (y > thres).astype(int),
+                        "Y_real": (y_real > thres).astype(int)})
+    return out[keep]
 
 
-def test_bias_on_demand_matches_the_generators_equations():
-    n = 200_000
-    ours = simsys.sample(_load("bias_on_demand"), n, population="test", seed=7)
-    twin = _bias_on_demand_twin(n, seed=8)
+def _close(a: pd.Series, b: pd.Series) -> bool:
+    se = math.hypot(a.std() / math.sqrt(len(a)), b.std() / math.sqrt(len(b)))
+    return abs(a.mean() - b.mean()) < K * se
 
-    def close(a: pd.Series, b: pd.Series) -> bool:
-        se = math.hypot(a.std() / math.sqrt(len(a)), b.std() / math.sqrt(len(b)))
-        return abs(a.mean() - b.mean()) < K * se
 
-    assert close(ours["N1"], twin["N1"])
-    assert abs(ours["N1"].var() - 18.0) < K * math.sqrt(2 * 18.0**2 * 3 / n)  # Gamma(2, 3): var 18
+# Settings of the generator's parameters (the scenario's params of the same names), with the cut
+# the twin uses: "after" under-sampling as the generator, or "before" (the scenario's default).
+BOD_SETTINGS = [
+    ({}, "after"),
+    ({"l_r_q": 0.3}, "after"),  # issue 11: P(Y=1) 0.491; 0.680 (A=0) vs 0.302 (A=1)
+    ({"l_r_q": -0.5, "l_h_q": 2.0, "l_q": 1.0}, "after"),
+    ({"l_y_b": 0.5, "l_m_y": 2.0, "sy": 2.0, "l_h_r": 3.0, "l_m": 0.0}, "after"),
+    ({"l_r_q": 0.2, "p_u": 0.3, "cut_after_undersampling": 1}, "after"),
+    ({"l_r_q": 0.2, "p_u": 0.3}, "before"),
+    ({"p_u": 0.4, "l_r": 1, "l_m": 0.0}, "before"),  # the generator's l_r needs l_m = 0
+    ({"l_m": 2.0, "l_y": 1.0, "l_h_q": 0.0}, "after"),
+]
+
+
+@pytest.mark.parametrize(("params", "cut"), BOD_SETTINGS,
+                         ids=[",".join(f"{k}={v}" for k, v in p.items()) or "defaults"
+                              for p, _ in BOD_SETTINGS])
+def test_bias_on_demand_matches_the_generator(params, cut):
+    # The scenario's training population (under-sampling acts there) against the generator's
+    # rows, per group: positive rates of Y and Y_real, the means of Q and of the measured R (P),
+    # and the share of A = 1 among the rows kept. The twin draws 2,000,000 rows, so the noise of
+    # its own cut (a sample mean: sd about 7 / sqrt(2e6)) moves its rates by about 2e-4, a tenth
+    # of a standard error here.
+    sc = _load("bias_on_demand").with_values({f"params.{k}": v for k, v in params.items()})
+    ours = simsys.sample(sc, 200_000, population="train", seed=7)
+    twin_params = {k: v for k, v in params.items() if k != "cut_after_undersampling"}
+    twin = _bias_on_demand_twin(2_000_000, seed=8, cut=cut, **twin_params)
     for a in (0, 1):
         o, t = ours[ours["A"] == a], twin[twin["A"] == a]
-        assert close(o["Q"], t["Q"]), a
-        assert close(o["R_observed"], t["P"]), a
-        assert close(o["Y_real"].astype(float), t["Y"].astype(float)), a
-        assert close(o["Y"].astype(float), o["Y_real"].astype(float)), a  # l_m_y = 0 by default
+        for col, tcol in (("Y_real", "Y_real"), ("Y_real_observed", "Y"), ("Q", "Q"), ("R_observed", "P")):
+            assert _close(o[col].astype(float), t[tcol].astype(float)), (a, col, o[col].mean(), t[tcol].mean())
+    share, n = (ours["A"] == 1).mean(), len(ours)
+    assert abs(share - (twin["A"] == 1).mean()) < K * _se(share, n), share
+
+
+def test_bias_on_demand_gamma_and_mean_of_q_are_exact():
+    from scipy import integrate
+    from scipy.special import expit
+
+    sc = _load("bias_on_demand")
+    n = 200_000
+    ours = simsys.sample(sc, n, population="test", seed=7)
+    assert abs(ours["N1"].mean() - 6.0) < K * math.sqrt(18.0 / n)  # Gamma(2, 3): mean 6, var 18
+    assert abs(ours["N1"].var() - 18.0) < K * math.sqrt(2 * 18.0**2 * 3 / n)
+    # E[Q | A] by the scenario's quadrature, against adaptive integration over the Gamma(2, 3) law
+    for l_r_q, l_h_q, l_h_r in ((0.0, 1.0, 1.5), (0.3, 1.0, 1.5), (-1.0, 2.0, 0.0), (2.0, 0.5, 3.0)):
+        s = sc.with_values({"params.l_r_q": l_r_q, "params.l_h_q": l_h_q, "params.l_h_r": l_h_r})
+        row = simsys.sample(s, 1, population="test")
+        for a, col in ((0, "mean_Q_A0"), (1, "mean_Q_A1")):
+            c = l_h_q * a + l_r_q * l_h_r * a  # Q's logit is c - l_r_q * N1
+
+            def density(x, c=c, k=l_r_q):
+                return x * np.exp(-x / 3) / 9 * expit(c - k * x)
+            kink = [max(0.0, c / l_r_q)] if l_r_q > 0 else None
+            exact = 3 * integrate.quad(density, 0, 400, points=kink, limit=500, epsabs=1e-12)[0]
+            assert abs(row[col].iloc[0] - exact) < 1e-4, (l_r_q, a, row[col].iloc[0], exact)
 
 
 def test_bias_on_demand_label_measurement_bias_raises_misses_in_group_a1():
