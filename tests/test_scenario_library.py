@@ -6,8 +6,9 @@ direction, and the published size where the source gives one (the figures are in
 
 - ``pulse_oximetry``: SaO2 < 88% among SpO2 92-96% in 11.7% of Black vs 3.6% of White readings
   (Sjoding et al. 2020); a triage rule on SpO2 misses hypoxemia more often in Black patients.
-- ``cost_proxy``: Black share of the top 3% of risk scores, 17.7% with a cost label vs 46.5% with
-  a need label (Obermeyer et al. 2019); mean chronic conditions 1.20 vs 1.90.
+- ``cost_proxy``: Black share of the top 3% of the cost-trained risk scores, 17.7%, and 46.5% after
+  the paper's remedy simulation; chronic conditions at the 97th percentile, 4.8 (Black) vs 3.8
+  (White); mean chronic conditions 1.20 vs 1.90 (Obermeyer et al. 2019).
 - ``blum_stangl``: minority agreement with the Bayes-optimal labels 0.973 -> 0.852 -> 0.796 as
   beta goes 1 -> 0.1 -> 0.05, majority 0.95-0.97 (Akpinar et al. 2022); an equal-opportunity-
   constrained model recovers the minority's Bayes-optimal labels (Blum & Stangl 2020).
@@ -19,9 +20,10 @@ direction, and the published size where the source gives one (the figures are in
 Tolerances are 5 standard errors derived from the reduced sample sizes (of a proportion, or of a
 difference of proportions). Where a fitted model's own variability matters as much as the test
 sample's, the test says how its standard error is obtained. The runner scores predictions
-against the Bayes-optimal labels too (``experiment.references``), but it has no "top 3%" policy
-(Obermeyer), so that test, and the single-fit comparisons of Blum & Stangl's equal-opportunity
-model, sample cohorts and fit the scenario's models directly, as the runner would.
+against the Bayes-optimal labels too (``experiment.references``) and flags a top fraction of the
+scores (``top_fraction``); the figures it does not compute (Obermeyer's remedy simulation and
+conditions at a percentile, the single-fit comparisons of Blum & Stangl's equal-opportunity
+model) come from cohorts sampled and models fitted directly, as the runner would.
 """
 
 from __future__ import annotations
@@ -146,45 +148,106 @@ def test_pulse_oximetry_occult_hypoxemia_rates_match_sjoding():
 
 
 def test_pulse_oximetry_triage_rule_misses_hypoxemia_in_black_patients():
+    # At the calibrated extra over-reading (2.75) the rule misses more of Black patients'
+    # hypoxemia; with no extra over-reading (0) it misses as much in both groups.
     sc = _reduced("pulse_oximetry", train_n=10_000, test_n=40_000, validation_n=10_000,
-                  points=[{"params.black_extra_offset": 2.75}])
+                  points=[{"params.black_extra_offset": 2.75}, {"params.black_extra_offset": 0.0}])
     res = _run(sc)
-    fnr = _per_group(res, "fnr")
-    n = _per_group(res, "n")
-    prev = _per_group(res, "prevalence")
     white, black = "black=0", "black=1"
-    se = math.hypot(_se(fnr[white], n[white] * prev[white]), _se(fnr[black], n[black] * prev[black]))
-    assert fnr[black] - fnr[white] > K * se, (fnr.to_dict(), se)
+    for point in (0, 1):
+        fnr = _per_group(res, "fnr", point)
+        pos = _per_group(res, "n", point) * _per_group(res, "prevalence", point)
+        se = math.hypot(_se(fnr[white], pos[white]), _se(fnr[black], pos[black]))
+        if point == 0:
+            assert fnr[black] - fnr[white] > K * se, (fnr.to_dict(), se)
+        else:
+            assert abs(fnr[black] - fnr[white]) < K * se, (fnr.to_dict(), se)
 
 
 # --- cost as a proxy for need (Obermeyer et al. 2019) ---------------------------------------------
-def test_cost_proxy_black_share_of_top_3_percent_matches_obermeyer():
+OB_COST_SHARE = 0.177   # Black share of the patients the cost-trained algorithm auto-enrols
+OB_REMEDY_SHARE = 0.465  # ... after the paper's remedy simulation (swaps by chronic conditions)
+OB_AT_97TH = {"white": 3.8, "black": 4.8}  # chronic conditions at the 97th percentile [secondary]
+# The published figures are estimates too: 49,618 patients (6,079 Black, 43,539 White), so 1,489
+# at or above the 97th percentile and about 496 in the percentile at it. Comparing our estimate
+# with theirs, the standard error is that of the difference of the two estimates.
+OB_STUDY_N = 49_618
+
+
+def _se_vs_published(p: float, n_ours: float, n_study: float) -> float:
+    """Standard error of (our proportion - the published one), from both sample sizes."""
+    return math.hypot(_se(p, n_ours), _se(p, n_study))
+
+
+def _remedy_share(flagged: np.ndarray, black: np.ndarray, conditions: np.ndarray) -> float:
+    """Obermeyer et al.'s simulation of an unbiased programme: while the healthiest White patient
+    at or above the threshold has fewer active chronic conditions than the sickest Black patient
+    below it, swap the two; return the Black share of those flagged at the end. Sorting both lists
+    gives the same swaps: the k-th swap pairs the k-th healthiest White patient with the k-th
+    sickest Black patient, and the condition only gets harder as k grows."""
+    white_in = np.sort(conditions[flagged & ~black])
+    black_out = np.sort(conditions[~flagged & black])[::-1]
+    k = min(white_in.size, black_out.size)
+    swaps = int(np.sum(black_out[:k] > white_in[:k]))
+    return (int((flagged & black).sum()) + swaps) / int(flagged.sum())
+
+
+def test_cost_proxy_runner_flags_the_top_3_percent_and_matches_obermeyers_black_share():
+    # The scenario's own experiment, run by the runner: the cost-trained model (training "biased")
+    # flags exactly 3% of the test cohort; the Black share of those flagged is published as 17.7%.
+    sc = _reduced("cost_proxy", train_n=40_000, test_n=40_000, validation_n=1_000, replicates=3)
+    res = _run(sc)
+    flagged = {}
+    for training in ("biased", "clean"):
+        n = _group_rows(res, "n", training=training).set_index(["replicate", "group"])["value"]
+        rate = _group_rows(res, "selection_rate", training=training).set_index(["replicate", "group"])["value"]
+        flagged[training] = (n * rate).round().unstack("group")
+    for training, f in flagged.items():
+        assert (f["overall"] == 1_200).all(), (training, f["overall"])  # 3% of 40,000, every time
+    total = flagged["biased"]["overall"].sum()
+    share = flagged["biased"]["black=1"].sum() / total
+    se = _se_vs_published(OB_COST_SHARE, total, 0.03 * OB_STUDY_N)
+    assert abs(share - OB_COST_SHARE) < K * se, (share, se)
+    # trained on the need label instead, the model flags more Black patients
+    need = flagged["clean"]["black=1"].sum() / total
+    assert need - share > K * math.hypot(_se(share, total), _se(need, total)), (share, need)
+
+
+def test_cost_proxy_remedy_and_chronic_conditions_match_obermeyer():
+    from simsys.models import ThresholdPolicy, choose_threshold
+
     sc = _load("cost_proxy")
     features = list(sc.spec.roles.features)
     spec = sc.spec.experiment["models"][0]
-    n = 100_000
-    train = simsys.sample(sc, n, population="train", seed=3)  # no row is dropped: same patients
-    test = simsys.sample(sc, n, population="test", seed=4)
+    n = 200_000
+    train = simsys.sample(sc, n // 2, population="train", seed=3)  # no row is dropped here
+    test = simsys.sample(sc, n, population="test", view="experiment", seed=4)
     black = test["black"].to_numpy() == 1
+    cond = test["chronic_conditions"].to_numpy()
 
     # whole-sample means of active chronic conditions: 1.20 (White) vs 1.90 (Black)
     for is_black, published in ((False, 1.20), (True, 1.90)):
-        cond = test.loc[black == is_black, "chronic_conditions"]
-        assert abs(cond.mean() - published) < K * cond.std() / math.sqrt(len(cond))
+        c = cond[black == is_black]
+        assert abs(c.mean() - published) < K * c.std() / math.sqrt(c.size), (is_black, c.mean())
 
-    shares = {}
-    for label, published in (("high_need_observed", 0.177), ("high_need", 0.465)):
-        score = _fit_predict(spec, train, test, features, label)
-        top = score >= np.quantile(score, 0.97)
-        shares[label] = share = black[top].mean()
-        assert abs(share - published) < K * _se(published, top.sum()), (label, share, published)
-        if label == "high_need_observed":  # the cost label
-            # at the same (top) cost score, Black patients are sicker
-            cond = test["chronic_conditions"].to_numpy()
-            b, w = cond[top & black], cond[top & ~black]
-            se = math.hypot(b.std() / math.sqrt(b.size), w.std() / math.sqrt(w.size))
-            assert b.mean() - w.mean() > K * se
-    assert shares["high_need"] > shares["high_need_observed"]
+    score = _fit_predict(spec, train, test, features, "high_need_observed")  # the cost label
+    top = score >= choose_threshold(ThresholdPolicy("top_fraction", None, None, 0.03), None, score)
+    assert top.sum() == n * 3 // 100
+    # the remedy simulation: 17.7% -> 46.5% Black among those flagged
+    remedy = _remedy_share(top, black, cond)
+    se = _se_vs_published(OB_REMEDY_SHARE, top.sum(), 0.03 * OB_STUDY_N)
+    assert abs(remedy - OB_REMEDY_SHARE) < K * se, (remedy, se)
+    # at the 97th percentile (the patients ranked 96.5% to 97.5%), Black patients are sicker:
+    # 4.8 vs 3.8 active chronic conditions (the study had about 1% of its patients there)
+    rank = np.argsort(np.argsort(score)) / n
+    band = (rank >= 0.965) & (rank < 0.975)
+    for who, sel in (("white", band & ~black), ("black", band & black)):
+        c = cond[sel]
+        in_study = 0.01 * OB_STUDY_N * sel.sum() / band.sum()
+        se = c.std() * math.hypot(1 / math.sqrt(c.size), 1 / math.sqrt(in_study))
+        assert abs(c.mean() - OB_AT_97TH[who]) < K * se, (who, c.mean(), se)
+    b, w = cond[band & black], cond[band & ~black]
+    assert b.mean() - w.mean() > K * math.hypot(b.std() / math.sqrt(b.size), w.std() / math.sqrt(w.size))
 
 
 # --- Blum & Stangl, as replicated by Akpinar et al. -----------------------------------------------
@@ -310,13 +373,22 @@ def test_chest_xray_underdiagnosis_has_the_published_shape(chest_xray_rates):
     assert gap_exceeds_noise("race_sex=Hispanic_F", "race_sex=Hispanic_M")
 
 
-def test_chest_xray_underdiagnosis_black_white_gap_has_the_published_size(chest_xray_rates):
-    # Published: 0.276 - 0.170 = 0.106 (means over 5 training seeds on MIMIC-CXR).
+@pytest.mark.parametrize(("high", "low"), [
+    ("race=Black", "race=White"),          # published 0.276 - 0.170 = 0.106
+    ("sex=F", "sex=M"),                    # 0.250 - 0.219 = 0.031
+    ("race_sex=Hispanic_F", "race_sex=Hispanic_M"),  # 0.356 - 0.206 = 0.150
+    ("race_sex=Black_F", "race_sex=Black_M"),        # 0.289 - 0.256 = 0.033
+])
+def test_chest_xray_underdiagnosis_gaps_have_the_published_size(chest_xray_rates, high, low):
+    # The published rates are means over 5 training seeds on MIMIC-CXR; every rate moves with the
+    # F1-maximising threshold, the gaps between groups much less. Not pinned, because not
+    # reproduced to 5 standard errors (scenarios/README.md): Hispanic - White (0.08-0.09 here,
+    # published 0.105), Asian - White (0.08, published 0.047), Medicaid - Medicare and the age
+    # gradient (both steeper here).
     rates, sick = chest_xray_rates
-    gap = rates["race=Black"] - rates["race=White"]
-    se = math.hypot(_se(rates["race=Black"], sick["race=Black"]),
-                    _se(rates["race=White"], sick["race=White"]))
-    assert abs(gap - (SK_PUBLISHED["race=Black"] - SK_PUBLISHED["race=White"])) < K * se, gap
+    gap = rates[high] - rates[low]
+    se = math.hypot(_se(rates[high], sick[high]), _se(rates[low], sick[low]))
+    assert abs(gap - (SK_PUBLISHED[high] - SK_PUBLISHED[low])) < K * se, (gap, se)
 
 
 # --- eGFR race coefficient (CKD-EPI 2009 vs 2021) -------------------------------------------------
