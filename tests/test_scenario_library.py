@@ -559,3 +559,35 @@ def test_bias_on_demand_label_measurement_bias_raises_misses_in_group_a1():
     fnr0, fnr2 = _per_group(res, "fnr", 0)["A=1"], _per_group(res, "fnr", 1)["A=1"]
     pos = (_per_group(res, "n", 0) * _per_group(res, "prevalence", 0))["A=1"]
     assert fnr2 - fnr0 > K * math.hypot(_se(fnr0, pos), _se(fnr2, pos)), (fnr0, fnr2)
+
+
+# --- methods on Blum & Stangl's model (theorems, not published rates) ------------------------------
+@quiet_fairlearn
+def test_methods_blum_stangl_recovery_follows_the_theorems():
+    # Recovery of the minority's agreement with h* (reference `bayes`): 1 = as good as the plain
+    # model trained on the clean twin, 0 = no better than trained on the biased data. Its standard
+    # error is that of the difference of two agreement rates on the minority's test patients,
+    # divided by the gap it is measured against.
+    points = [{"biases[0].keep_negative": 1.0}, {"biases[0].keep_negative": 0.1}]
+    sc = _reduced("methods_blum_stangl", train_n=20_000, test_n=20_000, validation_n=1_000,
+                  models=["erm", "reweighing", "resampling", "eo_thresholds", "dp_thresholds"],
+                  points=points)
+    res = _run(sc)
+    agree = res[(res["scope"] == "group") & (res["reference"] == "bayes") & (res["metric"] == "accuracy")
+                & (res["group"] == "B=1")].set_index(["point", "model", "training"])["value"]
+    rec = res[(res["scope"] == "method") & (res["reference"] == "bayes")
+              & (res["metric"] == "recovery.accuracy") & (res["group"] == "B=1")
+              ].set_index(["point", "model"])["value"]
+    n_b = _per_group(res, "n")["B=1"]
+    for point in (0, 1):
+        biased, clean = agree[(point, "erm", "biased")], agree[(point, "erm", "clean")]
+        # (a rate of exactly 1 counts as 1 - 0.5 / n, so that its standard error is not 0)
+        se = math.hypot(_se(biased, n_b), _se(min(clean, 1 - 0.5 / n_b), n_b)) / (clean - biased)
+        recovered = {m: rec[(point, m)] for m in ("reweighing", "resampling", "eo_thresholds", "dp_thresholds")}
+        # equal opportunity recovers h* with or without the under-representation of B's negatives
+        assert recovered["eo_thresholds"] > 1 - K * se, (point, recovered, se)
+        if point == 0:  # labeling bias only: reweighing and resampling recover h* too
+            assert recovered["reweighing"] > 1 - K * se and recovered["resampling"] > 1 - K * se, recovered
+        else:  # B's negatives missing as well: they no longer correct anything; DP about half
+            assert abs(recovered["reweighing"]) < K * se and abs(recovered["resampling"]) < K * se, recovered
+            assert K * se < recovered["dp_thresholds"] < 1 - K * se, (recovered, se)
