@@ -7,7 +7,7 @@ selection biases decide who is *kept* in the data (a ``keep`` flag); the others 
 draws do not move when a bias strength changes (common random numbers across a sweep: lowering a
 keep probability drops a superset of the patients dropped before).
 
-Mechanisms and their sources (see ``../shared/mission/references.md``):
+Mechanisms and their sources (see ``docs/references.md``):
 
 - representation (Blum & Stangl 2020, FORC; Suresh & Guttag 2021): a member of the group is kept
   with probability ``keep``; or, outcome-dependent, a member with TRUE target 1 is kept with

@@ -1,8 +1,8 @@
 """The scenario library: every file validates, and each scenario reproduces its source's finding.
 
 One test (or two) per shipped scenario runs it at a reduced size and asserts the published
-direction, and the published size where the source gives one (the figures are in
-``../shared/mission/references.md``):
+direction, and the published size where the source gives one (the figures, with their sources,
+are in ``docs/references.md``; ``scenarios/README.md`` lists which test pins which figure):
 
 - ``pulse_oximetry``: SaO2 < 88% among SpO2 92-96% in 11.7% of Black vs 3.6% of White readings
   (Sjoding et al. 2020); a triage rule on SpO2 misses hypoxemia more often in Black patients.
@@ -12,10 +12,13 @@ direction, and the published size where the source gives one (the figures are in
 - ``blum_stangl``: minority agreement with the Bayes-optimal labels 0.973 -> 0.852 -> 0.796 as
   beta goes 1 -> 0.1 -> 0.05, majority 0.95-0.97 (Akpinar et al. 2022); an equal-opportunity-
   constrained model recovers the minority's Bayes-optimal labels (Blum & Stangl 2020).
-- ``chest_xray_underdiagnosis``: the shape of Seyyed-Kalantari et al. 2021's underdiagnosis rates.
+- ``chest_xray_underdiagnosis``: the shape of Seyyed-Kalantari et al. 2021's underdiagnosis rates
+  and the size of the gaps it reproduces.
 - ``egfr_race``: the CKD-EPI formulas against a NumPy twin; who crosses eGFR < 60 under each.
-- ``bias_on_demand``: the generator's distribution against a NumPy twin of Baumann et al.'s code;
-  label measurement bias raises the false-negative rate of the group it hits.
+- ``bias_on_demand``: the generator's distribution against a NumPy twin of Baumann et al.'s code,
+  at several settings of its parameters; label measurement bias raises the false-negative rate of
+  the group it hits.
+- ``methods_blum_stangl``: which mitigations recover the Bayes-optimal labels, as the theorems say.
 
 Tolerances are 5 standard errors derived from the reduced sample sizes (of a proportion, or of a
 difference of proportions). Where a fitted model's own variability matters as much as the test
