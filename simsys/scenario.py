@@ -169,8 +169,8 @@ class RepresentationBias(_BiasBase):
         if self.keep is not None and (self.keep_positive is not None or self.keep_negative is not None):
             raise ValueError("give either 'keep' or 'keep_positive'/'keep_negative', not both")
         if self.keep is not None and self.by is not None:
-            raise ValueError("'by' chooses the label keep_positive/keep_negative read; with 'keep' "
-                             "give neither")
+            raise ValueError("'by' applies to keep_positive/keep_negative only; with 'keep' leave "
+                             "it out")
         return self
 
 

@@ -264,8 +264,8 @@ def test_by_is_for_keep_positive_and_keep_negative_only():
     d["biases"][1] = {"type": "representation", "keep": 0.5, "by": "observed"}
     with pytest.raises(ScenarioError) as info:
         from_dict(d, source="b.yaml")
-    assert str(info.value) == ("b.yaml: biases[1]: 'by' chooses the label keep_positive/keep_negative "
-                               "read; with 'keep' give neither, got dict")
+    assert str(info.value) == ("b.yaml: biases[1]: 'by' applies to keep_positive/keep_negative only; "
+                               "with 'keep' leave it out, got dict")
 
 
 def test_tested_view_is_the_same_patients_as_the_clean_view():
