@@ -12,7 +12,8 @@ Mechanisms and their sources (full citations: ``docs/references.md#bias-mechanis
 - representation (Blum & Stangl 2020, FORC; Suresh & Guttag 2021): a member of the group is kept
   with probability ``keep``; or, outcome-dependent, a member with TRUE target 1 is kept with
   probability ``keep_positive`` (Blum & Stangl's beta, the probability of KEEPING) and one with
-  target 0 with ``keep_negative``;
+  target 0 with ``keep_negative`` -- or, with ``by: observed``, by the RECORDED label (the target's
+  observed value left by the label and proxy-label biases listed before it);
 - label (annotation; Blum & Stangl's nu; Jones et al. 2024): the observed label of a group member
   flips 1 -> 0 with probability ``false_negative_rate`` and 0 -> 1 with ``false_positive_rate``;
 - measurement (presentation disparity): ``observed = scale * true + offset + noise_sd * N(0, 1)``;
@@ -21,7 +22,16 @@ Mechanisms and their sources (full citations: ``docs/references.md#bias-mechanis
 - selection: only patients with a non-zero value of a node enter the data;
 - proxy_label (Obermeyer et al. 2019): the observed label is another node.
 
-Biases apply in the order written; two label biases on the same target compose.
+Biases apply in the order written; two label biases on the same target compose, and a
+representation bias ``by: observed`` reads the label as the biases before it left it.
+
+Views. The same population is sampled in three ways (:data:`VIEWS`), and :func:`bias_effects` says
+which biases act in each: ``biased`` (every bias that acts on the population, keep decisions
+included: the training data), ``clean`` (none: the clean twin) and ``tested`` (the experiment's
+test and validation cohorts: the label and proxy-label biases always act, so that the audit has the
+recorded labels; measurement and missingness biases act only if the population is ``biased``; and
+no representation or selection bias drops anyone). In every view, a population's own ``selection``
+(biases named there) decides who belongs to it.
 """
 
 from __future__ import annotations
@@ -45,6 +55,9 @@ from simsys.scenario import (
 KEEP = "_keep"
 """Name of the step holding the keep flag (1 = the patient enters the biased data)."""
 
+VIEWS = ("biased", "clean", "tested")
+"""How a population can be sampled; see the module docstring and :func:`bias_effects`."""
+
 
 @dataclass(frozen=True)
 class ObservationPlan:
@@ -65,6 +78,40 @@ def acts_on(scenario: Scenario, index: int, population: str, biased: bool) -> bo
     """Whether bias ``index`` acts on a population (given whether that population is biased)."""
     b = scenario.spec.biases[index]
     return biased and (b.populations is None or population in b.populations)
+
+
+def bias_index(scenario: Scenario, name: str) -> int | None:
+    """The position of the bias called ``name`` (see :func:`bias_name`), or None."""
+    for i in range(len(scenario.spec.biases)):
+        if bias_name(scenario, i) == name:
+            return i
+    return None
+
+
+def bias_effects(scenario: Scenario, population: str, view: str) -> tuple[frozenset[int], frozenset[int]]:
+    """Which biases act on a population in a view: (those that change observed values, those that
+    decide who is kept).
+
+    ``biased``: every bias that acts on the population (:func:`acts_on`); ``clean``: none;
+    ``tested``: the label and proxy-label biases that would act if the population were biased,
+    the measurement and missingness biases only if it is, and no keep decision. In every view the
+    population's ``selection`` biases decide who is kept, whatever their ``populations``.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; allowed: {', '.join(VIEWS)}")
+    spec = scenario.spec
+    pop = spec.populations[population]
+    observe: set[int] = set()
+    keep = {bias_index(scenario, name) for name in pop.selection}
+    for i, b in enumerate(spec.biases):
+        if view == "clean" or not acts_on(scenario, i, population, True):
+            continue
+        decides_who = isinstance(b, RepresentationBias | SelectionBias)
+        if view == "biased":
+            (keep if decides_who else observe).add(i)
+        elif not decides_who and (pop.biased or isinstance(b, LabelBias | ProxyLabelBias)):
+            observe.add(i)
+    return frozenset(observe), frozenset(k for k in keep if k is not None)
 
 
 def observed_variables(scenario: Scenario) -> dict[str, bool]:
@@ -92,9 +139,10 @@ def group_indicator(scenario: Scenario, selector: dict) -> ex.Expr:
     return terms[0] if len(terms) == 1 else ex.call("and", *terms)
 
 
-def observation_steps(scenario: Scenario, population: str, biased: bool,
+def observation_steps(scenario: Scenario, population: str, view: str,
                       stores: dict[str, str]) -> ObservationPlan:
-    """Steps that compute the observed columns and the keep flag of one population.
+    """Steps that compute the observed columns and the keep flag of one population in a view
+    (``biased``, ``clean`` or ``tested``; see :func:`bias_effects`).
 
     ``stores`` gives the output kind (``"f"``/``"u"``) of each true node, so that an observed copy
     of a 0/1 variable stays compact unless a bias can make it non-binary (noise, NaN).
@@ -105,8 +153,9 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
     current = {v: v for v in observed_variables(scenario)}
     steps: list[Step] = []
     flags: list[ex.Expr] = []
+    observe, keeps = bias_effects(scenario, population, view)
     for i, b in enumerate(spec.biases):
-        if not acts_on(scenario, i, population, biased):
+        if i not in observe and i not in keeps:
             continue
         name = bias_name(scenario, i)
         stream = f"bias:{name}"
@@ -119,7 +168,9 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
             else:
                 kp = f.get(f"{base}.keep_positive", ex.const(1.0))
                 kn = f.get(f"{base}.keep_negative", ex.const(1.0))
-                keep = ex.call("where", ex.call("==", ex.name(target), ex.const(1.0)), kp, kn)
+                # by: observed reads the label as the biases listed before this one left it
+                label = ex.name(current[target] if b.by == "observed" else target)
+                keep = ex.call("where", ex.call("==", label, ex.const(1.0)), kp, kn)
             steps.append(Step(u, "uniform01", stream=stream, store=None))
             flags.append(ex.call("or", ex.call("not", g), ex.call("<", ex.name(u), keep)))
         elif isinstance(b, SelectionBias):

@@ -101,7 +101,9 @@ def validate(file: str, allow_imports: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Output file: .parquet or .csv")
 @click.option("--population", default="train", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
-@click.option("--biased/--clean", default=None, help="Force biases on or off (default: the population's flag).")
+@click.option("--biased/--clean", default=None,
+              help="Force biases on or off (default: the cohort `simsys run` draws from the population: "
+                   "the training data, or the test cohort with its recorded labels and selection).")
 @click.option("--threads", type=click.IntRange(min=1), help="Sampling threads (default: all cores).")
 @click.option("--chunk-size", type=click.IntRange(min=1000), default=1 << 20, show_default=True)
 @_user_errors
@@ -116,6 +118,7 @@ def sample(file, n, output, population, seed, biased, threads, chunk_size) -> No
     n = n or sc.spec.populations[population].n
     t0 = time.perf_counter()
     rows = write_cohort(sc, output, n=n, seed=seed, population=population, biased=biased,
+                        view="experiment" if biased is None else None,
                         threads=threads, chunk_size=chunk_size)
     dt = time.perf_counter() - t0
     click.echo(f"wrote {rows} of {n} patients to {output} in {dt:.2f} s", err=True)

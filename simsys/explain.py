@@ -305,10 +305,11 @@ def describe_bias(scenario: Scenario, index: int) -> list[str]:
                          "never sees them.")
         else:
             parts = []
+            label = f"recorded {target}" if b.by == "observed" else target
             if b.keep_positive is not None:
-                parts.append(f"those with {target} = 1 with probability {_value_text(scenario, base + '.keep_positive')}")
+                parts.append(f"those with {label} = 1 with probability {_value_text(scenario, base + '.keep_positive')}")
             if b.keep_negative is not None:
-                parts.append(f"those with {target} = 0 with probability {_value_text(scenario, base + '.keep_negative')}")
+                parts.append(f"those with {label} = 0 with probability {_value_text(scenario, base + '.keep_negative')}")
             lines.append(f"Who is in the training data: among {who(scenario, b.group, plural=True)}, it keeps "
                          f"{' and '.join(parts)}; the others are dropped, so the model never sees them.")
     elif isinstance(b, SelectionBias):

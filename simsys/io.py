@@ -23,7 +23,7 @@ FORMATS = (".parquet", ".csv")
 
 def write_cohort(scenario: Scenario, path: str | os.PathLike, *, n: int, seed=None,
                  population: str = "train", biased: bool | None = None,
-                 threads: int | None = None, chunk_size: int = CHUNK) -> int:
+                 threads: int | None = None, chunk_size: int = CHUNK, view: str | None = None) -> int:
     """Sample ``n`` patients chunk by chunk into ``path`` (format by extension); return rows written."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -35,8 +35,8 @@ def write_cohort(scenario: Scenario, path: str | os.PathLike, *, n: int, seed=No
     rows = 0
     try:
         writer = None
-        for i, df in enumerate(iter_chunks(scenario, n, seed=seed, population=population,
-                                           biased=biased, chunk_size=chunk_size, threads=threads)):
+        for i, df in enumerate(iter_chunks(scenario, n, seed=seed, population=population, biased=biased,
+                                           chunk_size=chunk_size, threads=threads, view=view)):
             rows += len(df)
             if suffix == ".csv":
                 df.to_csv(tmp, mode="a" if i else "w", header=(i == 0), index=False)

@@ -905,18 +905,21 @@ class ThresholdPolicy:
 
     Attributes
     ----------
-    kind : {"fixed", "sensitivity", "specificity", "max_f1"}
+    kind : {"fixed", "sensitivity", "specificity", "max_f1", "top_fraction"}
     threshold : float or None
         For ``fixed`` only.
     target : float or None
         For ``sensitivity`` and ``specificity`` only.
+    fraction : float or None
+        For ``top_fraction`` only: the share of the scored population to flag.
 
     See :func:`choose_threshold` for the exact rules.
     """
 
-    kind: Literal["fixed", "sensitivity", "specificity", "max_f1"] = "fixed"
+    kind: Literal["fixed", "sensitivity", "specificity", "max_f1", "top_fraction"] = "fixed"
     threshold: float | None = 0.5
     target: float | None = None
+    fraction: float | None = None
 
 
 _POLICY_KEYS: dict[str, tuple[str, ...]] = {
@@ -924,6 +927,7 @@ _POLICY_KEYS: dict[str, tuple[str, ...]] = {
     "sensitivity": ("kind", "target"),
     "specificity": ("kind", "target"),
     "max_f1": ("kind",),
+    "top_fraction": ("kind", "fraction"),
 }
 
 
@@ -937,7 +941,8 @@ def parse_threshold_policy(
 
     Accepted forms: ``None`` (the default, fixed 0.5); ``{kind: fixed, threshold: t}`` with ``t``
     in [0, 1] (default 0.5); ``{kind: sensitivity, target: s}`` and
-    ``{kind: specificity, target: s}`` with ``s`` in (0, 1]; ``{kind: max_f1}``.
+    ``{kind: specificity, target: s}`` with ``s`` in (0, 1]; ``{kind: max_f1}``;
+    ``{kind: top_fraction, fraction: f}`` with ``f`` in (0, 1].
 
     Raises
     ------
@@ -971,6 +976,13 @@ def parse_threshold_policy(
         return ThresholdPolicy(kind="fixed", threshold=t, target=None)
     if kind == "max_f1":
         return ThresholdPolicy(kind="max_f1", threshold=None, target=None)
+    if kind == "top_fraction":
+        if "fraction" not in d:
+            raise ModelError(
+                f"{where}: missing key 'fraction' for kind top_fraction; expected a number in (0, 1]"
+            )
+        f = _number(d["fraction"], f"{where}.fraction", low=0.0, low_open=True)
+        return ThresholdPolicy(kind="top_fraction", threshold=None, target=None, fraction=f)
     if "target" not in d:
         raise ModelError(
             f"{where}: missing key 'target' for kind {kind}; expected a number in (0, 1]"
@@ -989,8 +1001,13 @@ def _number(value: Any, where: str, *, low: float, low_open: bool) -> float:
     return float(value)
 
 
-def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.ndarray) -> float:
-    """Choose the threshold on validation data; predictions are then ``score >= threshold``.
+def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.ndarray, *,
+                     scored: np.ndarray | None = None) -> float:
+    """Choose the threshold; predictions are then ``score >= threshold``.
+
+    Every policy but ``top_fraction`` chooses on validation data; ``top_fraction`` ranks the
+    population the predictions are for (``scored``), as a programme that enrols the top k% of the
+    patients it scores does.
 
     Candidate thresholds are the distinct validation scores plus ``np.nextafter(max score, inf)``
     (the threshold that predicts no positives). Sensitivity is ``TP / P`` and specificity
@@ -1007,6 +1024,10 @@ def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.n
     * ``max_f1``: the candidate maximising ``F1 = 2 TP / (2 TP + FP + FN)`` (0 when ``TP = 0``);
       among equal F1 values the highest threshold wins (as Seyyed-Kalantari et al., 2021,
       *Nature Medicine*, chose operating points by F1 on validation data).
+    * ``top_fraction``: the ``m``-th highest of the ``n`` scored scores, ``m`` the smallest count
+      with ``m / n >= fraction`` (compared in float64, so 3% of 100 is 3, not 4). No label is
+      used. Rows tied with the ``m``-th score are all flagged, so with ties at the boundary more
+      than ``m`` rows may be flagged; with distinct scores exactly ``m`` are.
 
     Parameters
     ----------
@@ -1015,6 +1036,9 @@ def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.n
         Validation labels, 0/1.
     score_val : ndarray of shape (n,)
         Validation scores (from :meth:`FittedModel.predict_score`).
+    scored : ndarray, optional
+        The scores of the population the predictions are for (the test cohort in a run), ranked by
+        ``top_fraction``; default ``score_val``. Other policies ignore it.
 
     Returns
     -------
@@ -1024,10 +1048,15 @@ def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.n
     ------
     ModelError
         When the validation labels lack the class a policy needs (positives for ``sensitivity``
-        and ``max_f1``, negatives for ``specificity``), or the scores contain NaN.
+        and ``max_f1``, negatives for ``specificity``), or the scores contain NaN (or, for
+        ``top_fraction``, there are no scores to rank).
     """
     if policy.kind == "fixed":
         return float(policy.threshold if policy.threshold is not None else 0.5)
+    if policy.kind == "top_fraction":
+        return _top_fraction_threshold(
+            np.asarray(score_val if scored is None else scored, dtype=np.float64), policy.fraction
+        )
     y = np.asarray(y_val)
     s = np.asarray(score_val, dtype=np.float64)
     if y.ndim != 1 or s.shape != y.shape:
@@ -1059,6 +1088,26 @@ def choose_threshold(policy: ThresholdPolicy, y_val: np.ndarray, score_val: np.n
         return float(thresholds[np.flatnonzero(ok)[-1]])
     f1 = 2.0 * tp / (tp + fp + n_pos)  # 2TP / (2TP + FP + FN) with FN = P - TP
     return float(thresholds[np.argmax(f1)])  # argmax takes the first, i.e. highest, on ties
+
+
+def _top_fraction_threshold(s: np.ndarray, fraction: float | None) -> float:
+    """The ``m``-th highest score, ``m`` the smallest count with ``m / n >= fraction``."""
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {s.shape}")
+    if s.size == 0:
+        raise ModelError("threshold policy 'top_fraction': no scores to rank")
+    if np.isnan(s).any():
+        raise ModelError("threshold policy 'top_fraction': scores contain NaN")
+    n = s.size
+    f = 1.0 if fraction is None else float(fraction)
+    # ceil(f * n) can be one too many in floating point (0.07 * 100 = 7.000000000000001), so the
+    # count is settled by the same float comparison the rule states
+    m = min(n, max(1, math.ceil(f * n)))
+    while m > 1 and (m - 1) / n >= f:
+        m -= 1
+    while m < n and m / n < f:
+        m += 1
+    return float(np.partition(s, n - m)[n - m])
 
 
 def _threshold_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -352,10 +352,11 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         n_train = spec.populations[experiment.train].n
         biased = run_plan(build_plan(sc, experiment.train, biased=True), n_train, seed, threads=1)
         clean = run_plan(build_plan(sc, experiment.train, biased=False), n_train, seed, threads=1)
-        test_plan = build_plan(sc, experiment.test, biased=True)
-        test = run_plan(test_plan, experiment.test_n, seed, filter=False, threads=1)
-        val = run_plan(test_plan, experiment.validation_n, seed, start=experiment.test_n,
-                       filter=False, threads=1)
+        # the test population as tested (simsys.simulate.experiment_view): recorded labels beside
+        # the truth, and only its own `selection` drops patients; validation follows the test rows
+        test_plan = build_plan(sc, experiment.test, view="tested")
+        test = run_plan(test_plan, experiment.test_n, seed, threads=1)
+        val = run_plan(test_plan, experiment.validation_n, seed, start=experiment.test_n, threads=1)
         test_obs_features = spec.populations[experiment.test].biased
         g_test = coding.codes(test)
         g_test.flags.writeable = False
@@ -405,7 +406,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     fitted = cand.fit(X, y, group=g if cand.receives_group else None)
                     s_val = fitted.predict_score(X_val, group=g_val if cand.receives_group else None)
                     s_test = fitted.predict_score(X_test, group=g_test if cand.receives_group else None)
-                    thr = 0.5 if fitted.hard_predictions_only else choose_threshold(experiment.threshold, y_val, s_val)
+                    thr = 0.5 if fitted.hard_predictions_only else choose_threshold(experiment.threshold, y_val, s_val, scored=s_test)
                     t_fit += time.perf_counter() - t0
                 except (ModelError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
                     errors.append({"point": point_index, "replicate": replicate, "model": name,

@@ -147,7 +147,8 @@ class RepresentationBias(_BiasBase):
 
     ``keep`` applies to every member; ``keep_positive`` / ``keep_negative`` to members whose true
     target is 1 / 0 (Blum & Stangl 2020's beta is the probability of KEEPING a positive of the
-    disadvantaged group -- not of deleting it).
+    disadvantaged group -- not of deleting it), or, with ``by: observed``, whose recorded label
+    (as the biases listed before this one left it) is 1 / 0.
     """
 
     type: Literal["representation"]
@@ -155,6 +156,11 @@ class RepresentationBias(_BiasBase):
     keep: Number | None = None
     keep_positive: Number | None = None
     keep_negative: Number | None = None
+    by: Literal["truth", "observed"] | None = Field(
+        None, description="Which label keep_positive/keep_negative read: the true target (truth, "
+        "the default) or the recorded one (observed: as the label and proxy-label biases listed "
+        "before this bias left it)."
+    )
 
     @model_validator(mode="after")
     def _some(self):
@@ -162,6 +168,9 @@ class RepresentationBias(_BiasBase):
             raise ValueError("give 'keep', or 'keep_positive' and/or 'keep_negative'")
         if self.keep is not None and (self.keep_positive is not None or self.keep_negative is not None):
             raise ValueError("give either 'keep' or 'keep_positive'/'keep_negative', not both")
+        if self.keep is not None and self.by is not None:
+            raise ValueError("'by' applies to keep_positive/keep_negative only; with 'keep' leave "
+                             "it out")
         return self
 
 
@@ -236,6 +245,10 @@ class Population(_Spec):
     biased: bool = Field(False, description="Whether the scenario's biases act on this population.")
     params: dict[str, float] = Field(default_factory=dict, description="Param overrides (shift).")
     do: dict[str, Number] = Field(default_factory=dict, description="Interventions node -> value.")
+    selection: list[str] = Field(
+        default_factory=list, description="Names of representation or selection biases that decide "
+        "who belongs to this population, in every cohort drawn from it (biased, clean or tested)."
+    )
     description: str | None = None
 
 
@@ -699,6 +712,21 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
                             and kn is not None and not (kn.names() - set(params)) and ex.evaluate_constant(kn, params) == 0.0)
             if all_zero:
                 warnings.append(f"{source}: {base}: keeps no member of group {b.group}: the group is empty in the biased data")
+
+    keepers = {b.name or f"{b.type}_{i}": b for i, b in enumerate(spec.biases)
+               if isinstance(b, RepresentationBias | SelectionBias)}
+    for pop_name, pop in spec.populations.items():
+        for j, nm in enumerate(pop.selection):
+            if nm not in keepers:
+                fail(f"populations.{pop_name}.selection[{j}]",
+                     f"names no representation or selection bias: {nm!r}; allowed: "
+                     f"{', '.join(keepers) or '(none defined)'}")
+    for i, b in enumerate(spec.biases):  # a recorded label read before any bias records one
+        if isinstance(b, RepresentationBias) and b.by == "observed" and not any(
+                isinstance(p, ProxyLabelBias) or (isinstance(p, LabelBias) and p.target in (None, roles.target))
+                for p in spec.biases[:i]):
+            warnings.append(f"{source}: biases[{i}]: by: observed, but no label or proxy_label bias on "
+                            f"{roles.target!r} comes before it: it reads the true label")
 
     if not spec.populations:
         fail("populations", "define at least one population (e.g. train and test)")

@@ -11,6 +11,11 @@ Guarantees (tested in ``tests/test_simulate.py``):
   or the chunking: patient ``i``'s values depend only on (seed, population, node name, i);
 - changing a number or the graph's structure never recompiles anything (the kernel is generic);
 - a population's clean twin (``biased=False``) is the same patients before any bias acted.
+
+A population is drawn in one of three views (``simsys.biases.VIEWS``): ``biased`` (the training
+data), ``clean`` (its twin) and ``tested`` (the experiment's test and validation cohorts).
+:func:`experiment_view` says which one the experiment uses for a population; ``simsys run`` and
+``simsys sample`` both go through it, so that a sampled cohort is the one the run sees.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from simsys import expressions as ex
-from simsys.biases import ObservationPlan, observation_steps
+from simsys.biases import VIEWS, ObservationPlan, observation_steps
 from simsys.errors import ScenarioError, SimsysError
 from simsys.program import ZIGGURAT, Program, Step, compile_steps
 from simsys.scenario import (
@@ -57,6 +62,7 @@ class Plan:
     program: Program
     observation: ObservationPlan
     params: dict[str, float]
+    view: str = "biased"
 
     @property
     def keep_row(self) -> int | None:
@@ -101,24 +107,50 @@ def _node_step(scenario: Scenario, node: str, intervention) -> Step:
     return Step(node, s.kind, {fld: f[f"{k}.{fld}"] for fld in fields}, stream, store)
 
 
+def experiment_view(scenario: Scenario, population: str) -> str:
+    """The view in which the experiment draws a population: ``biased`` for its training
+    population (``experiment.train``, default ``train``), ``tested`` for its test population
+    (``experiment.test``, default ``test``; validation comes from it too), and for any other
+    population its own ``biased`` flag (``biased`` or ``clean``).
+    """
+    exp = scenario.spec.experiment or {}
+    train, test = exp.get("train", "train"), exp.get("test", "test")
+    if population == train:
+        return "biased"
+    if population == test:
+        return "tested"
+    return "biased" if scenario.spec.populations[population].biased else "clean"
+
+
 def build_plan(scenario: Scenario, population: str = "train", *, biased: bool | None = None,
-               do: Mapping[str, object] | None = None) -> Plan:
+               do: Mapping[str, object] | None = None, view: str | None = None) -> Plan:
     """Compile the sampling plan of a population.
 
     Parameters
     ----------
     biased : bool, optional
-        Whether the scenario's biases act (default: the population's ``biased`` flag).
+        Whether the scenario's biases act (default: the population's ``biased`` flag): the
+        ``biased`` view, or the ``clean`` twin.
     do : mapping node -> number, formula, or array
         Interventions on top of the population's own ``do``; an array gives one value per row
         (counterfactuals), a number or formula replaces the node's equation.
+    view : {"biased", "clean", "tested", "experiment"}, optional
+        Overrides ``biased``: a view of ``simsys.biases.VIEWS``, or ``"experiment"`` for the one
+        the experiment uses (:func:`experiment_view`).
     """
     spec = scenario.spec
     if population not in spec.populations:
         raise ScenarioError(scenario.source, "populations",
                             f"unknown population {population!r}; defined: {', '.join(spec.populations)}")
     pop = spec.populations[population]
-    biased = pop.biased if biased is None else bool(biased)
+    if view == "experiment":
+        view = experiment_view(scenario, population)
+    if view is None:
+        view = "biased" if (pop.biased if biased is None else bool(biased)) else "clean"
+    elif view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; allowed: {', '.join(VIEWS)}, experiment")
+    # whether observed features carry their biases (the tested view follows the population's flag)
+    biased = view == "biased" or (view == "tested" and pop.biased)
     interventions: dict[str, object] = {}
     for node in pop.do:
         interventions[node] = scenario.formulas[f"populations.{population}.do.{node}"]
@@ -139,11 +171,11 @@ def build_plan(scenario: Scenario, population: str = "train", *, biased: bool | 
     order = _order_with_interventions(scenario, interventions)
     steps = [_node_step(scenario, n, interventions.get(n)) for n in order]
     stores = {s.name: s.store for s in steps}
-    obs = observation_steps(scenario, population, biased, stores)
+    obs = observation_steps(scenario, population, view, stores)
     program = compile_steps(steps + obs.steps, params=set(spec.params),
                             indicators=indicator_names(spec))
     params = {**spec.params, **pop.params}
-    return Plan(scenario, population, biased, program, obs, params)
+    return Plan(scenario, population, biased, program, obs, params, view)
 
 
 def _order_with_interventions(scenario: Scenario, interventions) -> list[str]:
@@ -194,7 +226,7 @@ class Cohort:
             cols[name] = values
         df = pd.DataFrame(cols, copy=False)
         df.attrs.update(seed=self.seed, population=self.plan.population, biased=self.plan.biased,
-                        scenario=sc.name)
+                        view=self.plan.view, scenario=sc.name)
         return df
 
     seed: int = 0
@@ -397,7 +429,7 @@ class _CompileNotice:
 def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
            population: str = "train", biased: bool | None = None,
            do: Mapping[str, object] | None = None, threads: int | None = None,
-           filter: bool = True) -> pd.DataFrame:
+           filter: bool = True, view: str | None = None) -> pd.DataFrame:
     """Draw a cohort of a scenario's population as a DataFrame.
 
     Parameters
@@ -416,6 +448,10 @@ def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
         patients before any bias acted).
     do : mapping, optional
         Interventions ``node -> number | formula | array``.
+    view : {"biased", "clean", "tested", "experiment"}, optional
+        Overrides ``biased``; ``"experiment"`` draws the cohort ``simsys run`` draws from this
+        population (e.g. its test cohort: recorded labels, the population's ``selection``), as
+        ``simsys sample`` does by default. See :func:`experiment_view`.
 
     Returns
     -------
@@ -426,7 +462,7 @@ def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
         pop = scenario.spec.populations.get(population)
         n = pop.n if pop is not None else 0
     inputs, do_exprs = _split_do(do)
-    plan = build_plan(scenario, population, biased=biased, do=do_exprs)
+    plan = build_plan(scenario, population, biased=biased, do=do_exprs, view=view)
     if inputs is not None and inputs.shape[1] != n:
         raise ValueError(f"array interventions must have n={n} values, got {inputs.shape[1]}")
     s = resolve_seed(seed, scenario.spec.seed)
@@ -453,9 +489,9 @@ def _split_do(do):
 
 def iter_chunks(scenario: Scenario, n: int, *, seed: SeedLike = None, population: str = "train",
                 biased: bool | None = None, chunk_size: int = CHUNK,
-                threads: int | None = None) -> Iterator[pd.DataFrame]:
+                threads: int | None = None, view: str | None = None) -> Iterator[pd.DataFrame]:
     """Yield a large cohort chunk by chunk (bounded memory); identical to one :func:`sample` call."""
-    plan = build_plan(scenario, population, biased=biased)
+    plan = build_plan(scenario, population, biased=biased, view=view)
     s = resolve_seed(seed, scenario.spec.seed)
     for start in range(0, n, chunk_size):
         yield run_plan(plan, min(chunk_size, n - start), s, start=start, threads=threads).to_frame()
@@ -472,10 +508,12 @@ def counterfactual(scenario: Scenario, cohort: pd.DataFrame, do: Mapping[str, ob
     equals the cohort exactly.
     """
     population = population or cohort.attrs.get("population", "train")
+    view = None
     if biased is None:
         biased = cohort.attrs.get("biased")
+        view = cohort.attrs.get("view")  # a tested cohort's twin is tested too
     s = resolve_seed(cohort.attrs.get("seed") if seed is None else seed, scenario.spec.seed)
     inputs, do_exprs = _split_do(do)
-    plan = build_plan(scenario, population, biased=biased, do=do_exprs)
+    plan = build_plan(scenario, population, biased=biased, do=do_exprs, view=view)
     ids = cohort["patient_id"].to_numpy()
     return run_plan(plan, len(ids), s, row_ids=ids, inputs=inputs, filter=False).to_frame()

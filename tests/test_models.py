@@ -480,6 +480,9 @@ def test_parse_threshold_policy_forms():
     )
     assert parse_threshold_policy({"kind": "specificity", "target": 1}).target == 1.0
     assert parse_threshold_policy({"kind": "max_f1"}).kind == "max_f1"
+    assert parse_threshold_policy({"kind": "top_fraction", "fraction": 0.03}) == ThresholdPolicy(
+        "top_fraction", None, None, 0.03
+    )
 
 
 @pytest.mark.parametrize(
@@ -488,12 +491,12 @@ def test_parse_threshold_policy_forms():
         (
             {"kind": "youden"},
             "s.yaml: experiment.threshold.kind: unknown threshold policy 'youden'; "
-            "allowed kinds are fixed, sensitivity, specificity, max_f1",
+            "allowed kinds are fixed, sensitivity, specificity, max_f1, top_fraction",
         ),
         (
             {"threshold": 0.5},
             "s.yaml: experiment.threshold: missing key 'kind'; "
-            "allowed kinds are fixed, sensitivity, specificity, max_f1",
+            "allowed kinds are fixed, sensitivity, specificity, max_f1, top_fraction",
         ),
         (
             {"kind": "fixed", "threshold": 1.5},
@@ -521,6 +524,24 @@ def test_parse_threshold_policy_forms():
             "fixed",
             "s.yaml: experiment.threshold: expected a mapping like {kind: fixed, threshold: 0.5}, "
             "got 'fixed'",
+        ),
+        (
+            {"kind": "top_fraction"},
+            "s.yaml: experiment.threshold: missing key 'fraction' for kind top_fraction; "
+            "expected a number in (0, 1]",
+        ),
+        (
+            {"kind": "top_fraction", "fraction": 0},
+            "s.yaml: experiment.threshold.fraction: expected a number in (0, 1], got 0",
+        ),
+        (
+            {"kind": "top_fraction", "fraction": 3},
+            "s.yaml: experiment.threshold.fraction: expected a number in (0, 1], got 3",
+        ),
+        (
+            {"kind": "top_fraction", "target": 0.03},
+            "s.yaml: experiment.threshold: unknown key 'target' for kind top_fraction; "
+            "allowed keys are kind, fraction",
         ),
     ],
 )
@@ -589,6 +610,61 @@ def test_specificity_top_candidate_predicts_no_positive():
 
 def test_fixed_policy_ignores_data():
     assert choose_threshold(ThresholdPolicy("fixed", 0.3), np.array([1]), np.array([0.9])) == 0.3
+
+
+def _top(fraction):
+    return ThresholdPolicy("top_fraction", None, None, fraction)
+
+
+@pytest.mark.parametrize(("fraction", "expected", "flagged"),
+                         # 0.07 * 100 is 7.000000000000001: a ceil(f * n) rule would flag 8
+                         [(0.03, 0.97, 3), (0.07, 0.93, 7), (0.005, 0.99, 1), (1.0, 0.0, 100)])
+def test_top_fraction_flags_the_top_k_percent_of_distinct_scores(fraction, expected, flagged):
+    s = np.random.default_rng(0).permutation(np.arange(100) / 100)
+    t = choose_threshold(_top(fraction), None, s)
+    assert t == expected
+    assert np.sum(s >= t) == flagged
+
+
+def test_top_fraction_flags_every_row_tied_at_the_boundary():
+    # 20% of 10 rows is 2; the 2nd highest score, 0.8, is shared by three rows: all are flagged
+    s = np.array([0.9, 0.8, 0.8, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    t = choose_threshold(_top(0.2), None, s)
+    assert t == 0.8 and np.sum(s >= t) == 4
+    # 10% is the single top row, above the tie
+    assert choose_threshold(_top(0.1), None, s) == 0.9
+
+
+def test_top_fraction_ranks_the_scored_population_not_the_validation_set():
+    s_val = np.linspace(0.0, 1.0, 50)
+    s_test = np.linspace(0.0, 0.5, 200)
+    t = choose_threshold(_top(0.05), np.zeros(50, dtype=int), s_val, scored=s_test)
+    assert np.sum(s_test >= t) == 10  # 5% of the 200 scored rows
+    assert t == np.sort(s_test)[-10]
+    # other policies ignore the scored population
+    sens = ThresholdPolicy("sensitivity", None, 0.5)
+    y = (s_val > 0.5).astype(int)
+    assert choose_threshold(sens, y, s_val, scored=s_test) == choose_threshold(sens, y, s_val)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), levels=st.sampled_from([2, 5, 1000]),
+       fraction=st.sampled_from([0.01, 0.03, 0.1, 0.25, 0.5, 0.7, 0.97, 1.0]))
+def test_top_fraction_is_the_highest_score_flagging_at_least_the_fraction(seed, n, levels, fraction):
+    rng = np.random.default_rng(seed)
+    s = np.round(rng.random(n) * (levels - 1)) / (levels - 1)
+    want = max(t for t in np.unique(s) if np.sum(s >= t) / n >= fraction)
+    assert choose_threshold(_top(fraction), None, s) == want
+
+
+@pytest.mark.parametrize(("scores", "message"), [
+    ([0.2, np.nan], "threshold policy 'top_fraction': scores contain NaN"),
+    ([], "threshold policy 'top_fraction': no scores to rank"),
+])
+def test_top_fraction_needs_scores(scores, message):
+    with pytest.raises(ModelError) as info:
+        choose_threshold(_top(0.1), None, np.array(scores, dtype=float))
+    assert str(info.value) == message
 
 
 def _brute_force(kind, target, y, s):

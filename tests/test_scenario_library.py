@@ -2,26 +2,32 @@
 
 One test (or two) per shipped scenario runs it at a reduced size and asserts the published
 direction, and the published size where the source gives one (the figures, and which of them
-were checked in the primary source, are in ``docs/references.md#scenario-calibration``):
+were checked in the primary source, are in ``docs/references.md#scenario-calibration``;
+``scenarios/README.md`` lists which test pins which figure):
 
 - ``pulse_oximetry``: SaO2 < 88% among SpO2 92-96% in 11.7% of Black vs 3.6% of White readings
   (Sjoding et al. 2020); a triage rule on SpO2 misses hypoxemia more often in Black patients.
-- ``cost_proxy``: Black share of the top 3% of risk scores, 17.7% with a cost label vs 46.5% with
-  a need label (Obermeyer et al. 2019); mean chronic conditions 1.20 vs 1.90.
+- ``cost_proxy``: Black share of the top 3% of the cost-trained risk scores, 17.7%, and 46.5% after
+  the paper's remedy simulation; chronic conditions at the 97th percentile, 4.8 (Black) vs 3.8
+  (White); mean chronic conditions 1.20 vs 1.90 (Obermeyer et al. 2019).
 - ``blum_stangl``: minority agreement with the Bayes-optimal labels 0.973 -> 0.852 -> 0.796 as
   beta goes 1 -> 0.1 -> 0.05, majority 0.95-0.97 (Akpinar et al. 2022); an equal-opportunity-
   constrained model recovers the minority's Bayes-optimal labels (Blum & Stangl 2020).
-- ``chest_xray_underdiagnosis``: the shape of Seyyed-Kalantari et al. 2021's underdiagnosis rates.
+- ``chest_xray_underdiagnosis``: the shape of Seyyed-Kalantari et al. 2021's underdiagnosis rates
+  and the size of the gaps it reproduces.
 - ``egfr_race``: the CKD-EPI formulas against a NumPy twin; who crosses eGFR < 60 under each.
-- ``bias_on_demand``: the generator's distribution against a NumPy twin of Baumann et al.'s code;
-  label measurement bias raises the false-negative rate of the group it hits.
+- ``bias_on_demand``: the generator's distribution against a NumPy twin of Baumann et al.'s code,
+  at several settings of its parameters; label measurement bias raises the false-negative rate of
+  the group it hits.
+- ``methods_blum_stangl``: which mitigations recover the Bayes-optimal labels, as the theorems say.
 
 Tolerances are 5 standard errors derived from the reduced sample sizes (of a proportion, or of a
 difference of proportions). Where a fitted model's own variability matters as much as the test
 sample's, the test says how its standard error is obtained. The runner scores predictions
-against the Bayes-optimal labels too (``experiment.references``), but it has no "top 3%" policy
-(Obermeyer), so that test, and the single-fit comparisons of Blum & Stangl's equal-opportunity
-model, sample cohorts and fit the scenario's models directly, as the runner would.
+against the Bayes-optimal labels too (``experiment.references``) and flags a top fraction of the
+scores (``top_fraction``); the figures it does not compute (Obermeyer's remedy simulation and
+conditions at a percentile, the single-fit comparisons of Blum & Stangl's equal-opportunity
+model) come from cohorts sampled and models fitted directly, as the runner would.
 """
 
 from __future__ import annotations
@@ -146,45 +152,106 @@ def test_pulse_oximetry_occult_hypoxemia_rates_match_sjoding():
 
 
 def test_pulse_oximetry_triage_rule_misses_hypoxemia_in_black_patients():
+    # At the calibrated extra over-reading (2.75) the rule misses more of Black patients'
+    # hypoxemia; with no extra over-reading (0) it misses as much in both groups.
     sc = _reduced("pulse_oximetry", train_n=10_000, test_n=40_000, validation_n=10_000,
-                  points=[{"params.black_extra_offset": 2.75}])
+                  points=[{"params.black_extra_offset": 2.75}, {"params.black_extra_offset": 0.0}])
     res = _run(sc)
-    fnr = _per_group(res, "fnr")
-    n = _per_group(res, "n")
-    prev = _per_group(res, "prevalence")
     white, black = "black=0", "black=1"
-    se = math.hypot(_se(fnr[white], n[white] * prev[white]), _se(fnr[black], n[black] * prev[black]))
-    assert fnr[black] - fnr[white] > K * se, (fnr.to_dict(), se)
+    for point in (0, 1):
+        fnr = _per_group(res, "fnr", point)
+        pos = _per_group(res, "n", point) * _per_group(res, "prevalence", point)
+        se = math.hypot(_se(fnr[white], pos[white]), _se(fnr[black], pos[black]))
+        if point == 0:
+            assert fnr[black] - fnr[white] > K * se, (fnr.to_dict(), se)
+        else:
+            assert abs(fnr[black] - fnr[white]) < K * se, (fnr.to_dict(), se)
 
 
 # --- cost as a proxy for need (Obermeyer et al. 2019) ---------------------------------------------
-def test_cost_proxy_black_share_of_top_3_percent_matches_obermeyer():
+OB_COST_SHARE = 0.177   # Black share of the patients the cost-trained algorithm auto-enrols
+OB_REMEDY_SHARE = 0.465  # ... after the paper's remedy simulation (swaps by chronic conditions)
+OB_AT_97TH = {"white": 3.8, "black": 4.8}  # chronic conditions at the 97th percentile [secondary]
+# The published figures are estimates too: 49,618 patients (6,079 Black, 43,539 White), so 1,489
+# at or above the 97th percentile and about 496 in the percentile at it. Comparing our estimate
+# with theirs, the standard error is that of the difference of the two estimates.
+OB_STUDY_N = 49_618
+
+
+def _se_vs_published(p: float, n_ours: float, n_study: float) -> float:
+    """Standard error of (our proportion - the published one), from both sample sizes."""
+    return math.hypot(_se(p, n_ours), _se(p, n_study))
+
+
+def _remedy_share(flagged: np.ndarray, black: np.ndarray, conditions: np.ndarray) -> float:
+    """Obermeyer et al.'s simulation of an unbiased programme: while the healthiest White patient
+    at or above the threshold has fewer active chronic conditions than the sickest Black patient
+    below it, swap the two; return the Black share of those flagged at the end. Sorting both lists
+    gives the same swaps: the k-th swap pairs the k-th healthiest White patient with the k-th
+    sickest Black patient, and the condition only gets harder as k grows."""
+    white_in = np.sort(conditions[flagged & ~black])
+    black_out = np.sort(conditions[~flagged & black])[::-1]
+    k = min(white_in.size, black_out.size)
+    swaps = int(np.sum(black_out[:k] > white_in[:k]))
+    return (int((flagged & black).sum()) + swaps) / int(flagged.sum())
+
+
+def test_cost_proxy_runner_flags_the_top_3_percent_and_matches_obermeyers_black_share():
+    # The scenario's own experiment, run by the runner: the cost-trained model (training "biased")
+    # flags exactly 3% of the test cohort; the Black share of those flagged is published as 17.7%.
+    sc = _reduced("cost_proxy", train_n=40_000, test_n=40_000, validation_n=1_000, replicates=3)
+    res = _run(sc)
+    flagged = {}
+    for training in ("biased", "clean"):
+        n = _group_rows(res, "n", training=training).set_index(["replicate", "group"])["value"]
+        rate = _group_rows(res, "selection_rate", training=training).set_index(["replicate", "group"])["value"]
+        flagged[training] = (n * rate).round().unstack("group")
+    for training, f in flagged.items():
+        assert (f["overall"] == 1_200).all(), (training, f["overall"])  # 3% of 40,000, every time
+    total = flagged["biased"]["overall"].sum()
+    share = flagged["biased"]["black=1"].sum() / total
+    se = _se_vs_published(OB_COST_SHARE, total, 0.03 * OB_STUDY_N)
+    assert abs(share - OB_COST_SHARE) < K * se, (share, se)
+    # trained on the need label instead, the model flags more Black patients
+    need = flagged["clean"]["black=1"].sum() / total
+    assert need - share > K * math.hypot(_se(share, total), _se(need, total)), (share, need)
+
+
+def test_cost_proxy_remedy_and_chronic_conditions_match_obermeyer():
+    from simsys.models import ThresholdPolicy, choose_threshold
+
     sc = _load("cost_proxy")
     features = list(sc.spec.roles.features)
     spec = sc.spec.experiment["models"][0]
-    n = 100_000
-    train = simsys.sample(sc, n, population="train", seed=3)  # no row is dropped: same patients
-    test = simsys.sample(sc, n, population="test", seed=4)
+    n = 200_000
+    train = simsys.sample(sc, n // 2, population="train", seed=3)  # no row is dropped here
+    test = simsys.sample(sc, n, population="test", view="experiment", seed=4)
     black = test["black"].to_numpy() == 1
+    cond = test["chronic_conditions"].to_numpy()
 
     # whole-sample means of active chronic conditions: 1.20 (White) vs 1.90 (Black)
     for is_black, published in ((False, 1.20), (True, 1.90)):
-        cond = test.loc[black == is_black, "chronic_conditions"]
-        assert abs(cond.mean() - published) < K * cond.std() / math.sqrt(len(cond))
+        c = cond[black == is_black]
+        assert abs(c.mean() - published) < K * c.std() / math.sqrt(c.size), (is_black, c.mean())
 
-    shares = {}
-    for label, published in (("high_need_observed", 0.177), ("high_need", 0.465)):
-        score = _fit_predict(spec, train, test, features, label)
-        top = score >= np.quantile(score, 0.97)
-        shares[label] = share = black[top].mean()
-        assert abs(share - published) < K * _se(published, top.sum()), (label, share, published)
-        if label == "high_need_observed":  # the cost label
-            # at the same (top) cost score, Black patients are sicker
-            cond = test["chronic_conditions"].to_numpy()
-            b, w = cond[top & black], cond[top & ~black]
-            se = math.hypot(b.std() / math.sqrt(b.size), w.std() / math.sqrt(w.size))
-            assert b.mean() - w.mean() > K * se
-    assert shares["high_need"] > shares["high_need_observed"]
+    score = _fit_predict(spec, train, test, features, "high_need_observed")  # the cost label
+    top = score >= choose_threshold(ThresholdPolicy("top_fraction", None, None, 0.03), None, score)
+    assert top.sum() == n * 3 // 100
+    # the remedy simulation: 17.7% -> 46.5% Black among those flagged
+    remedy = _remedy_share(top, black, cond)
+    se = _se_vs_published(OB_REMEDY_SHARE, top.sum(), 0.03 * OB_STUDY_N)
+    assert abs(remedy - OB_REMEDY_SHARE) < K * se, (remedy, se)
+    # at the 97th percentile (the patients ranked 96.5% to 97.5%), Black patients are sicker:
+    # 4.8 vs 3.8 active chronic conditions (the study had about 1% of its patients there)
+    rank = np.argsort(np.argsort(score)) / n
+    band = (rank >= 0.965) & (rank < 0.975)
+    for who, sel in (("white", band & ~black), ("black", band & black)):
+        c = cond[sel]
+        in_study = 0.01 * OB_STUDY_N * sel.sum() / band.sum()
+        se = c.std() * math.hypot(1 / math.sqrt(c.size), 1 / math.sqrt(in_study))
+        assert abs(c.mean() - OB_AT_97TH[who]) < K * se, (who, c.mean(), se)
+    b, w = cond[band & black], cond[band & ~black]
+    assert b.mean() - w.mean() > K * math.hypot(b.std() / math.sqrt(b.size), w.std() / math.sqrt(w.size))
 
 
 # --- Blum & Stangl, as replicated by Akpinar et al. -----------------------------------------------
@@ -310,13 +377,22 @@ def test_chest_xray_underdiagnosis_has_the_published_shape(chest_xray_rates):
     assert gap_exceeds_noise("race_sex=Hispanic_F", "race_sex=Hispanic_M")
 
 
-def test_chest_xray_underdiagnosis_black_white_gap_has_the_published_size(chest_xray_rates):
-    # Published: 0.276 - 0.170 = 0.106 (means over 5 training seeds on MIMIC-CXR).
+@pytest.mark.parametrize(("high", "low"), [
+    ("race=Black", "race=White"),          # published 0.276 - 0.170 = 0.106
+    ("sex=F", "sex=M"),                    # 0.250 - 0.219 = 0.031
+    ("race_sex=Hispanic_F", "race_sex=Hispanic_M"),  # 0.356 - 0.206 = 0.150
+    ("race_sex=Black_F", "race_sex=Black_M"),        # 0.289 - 0.256 = 0.033
+])
+def test_chest_xray_underdiagnosis_gaps_have_the_published_size(chest_xray_rates, high, low):
+    # The published rates are means over 5 training seeds on MIMIC-CXR; every rate moves with the
+    # F1-maximising threshold, the gaps between groups much less. Not pinned, because not
+    # reproduced to 5 standard errors (scenarios/README.md): Hispanic - White (0.08-0.09 here,
+    # published 0.105), Asian - White (0.08, published 0.047), Medicaid - Medicare and the age
+    # gradient (both steeper here).
     rates, sick = chest_xray_rates
-    gap = rates["race=Black"] - rates["race=White"]
-    se = math.hypot(_se(rates["race=Black"], sick["race=Black"]),
-                    _se(rates["race=White"], sick["race=White"]))
-    assert abs(gap - (SK_PUBLISHED["race=Black"] - SK_PUBLISHED["race=White"])) < K * se, gap
+    gap = rates[high] - rates[low]
+    se = math.hypot(_se(rates[high], sick[high]), _se(rates[low], sick[low]))
+    assert abs(gap - (SK_PUBLISHED[high] - SK_PUBLISHED[low])) < K * se, (gap, se)
 
 
 # --- eGFR race coefficient (CKD-EPI 2009 vs 2021) -------------------------------------------------
@@ -388,9 +464,13 @@ def test_egfr_models_trained_on_2009_labels_miss_ckd_in_black_patients():
 
 
 # --- Bias on Demand (Baumann et al. 2023) ---------------------------------------------------------
-def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_h_r=1.5, l_h_q=1.0, l_m=1.0, l_q=2.0,
-                         sy=5.0, l_r_q=0.0) -> pd.DataFrame:
-    """The equations of BiasOnDemand's ``create_synth`` (defaults, no under-sampling), in NumPy."""
+def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_m_y=0.0, l_h_r=1.5, l_h_q=1.0, l_m=1.0,
+                         p_u=1.0, l_r=False, l_y_b=0.0, l_q=2.0, sy=5.0, l_r_q=0.0,
+                         cut: str = "after") -> pd.DataFrame:
+    """BiasOnDemand's ``create_synth`` (generate_dataset.py), line by line in NumPy, without its
+    train/test split. ``cut="after"`` binarises at the mean of Y over the rows kept by
+    under-sampling, as the generator does; ``cut="before"`` at the mean over all rows (the
+    scenario's default reading, with cut_after_undersampling: 0)."""
     rng = np.random.default_rng(seed)
     n1 = rng.gamma(2.0, 3.0, n)
     n_p = rng.normal(0.0, 2.0, n)
@@ -398,28 +478,82 @@ def _bias_on_demand_twin(n: int, seed: int, *, l_y=4.0, l_h_r=1.5, l_h_q=1.0, l_
     a = rng.binomial(1, 0.5, n)
     r = n1 - l_h_r * a
     q = rng.binomial(3, 1 / (1 + np.exp(l_r_q * r - l_h_q * a)))
-    y = r - l_q * q - l_y * a + n_y
-    p = r - a * l_m + n_p
-    return pd.DataFrame({"A": a, "N1": n1, "Q": q, "P": p, "Y": (y > y.mean()).astype(int)})
+    y = r - l_q * q - l_y * a - l_m_y * a + n_y + l_y_b * r * a
+    y_real = r - l_q * q - l_y * a + n_y + l_y_b * r * a
+    p = r - a * l_m + n_p if l_m != 0 else r
+    keep = np.ones(n, dtype=bool)
+    ones = np.flatnonzero(a == 1)
+    k = int(len(ones) * p_u)
+    if k > 0:  # the first k rows of A = 1, or with l_r the k with the lowest R
+        order = ones[np.argsort(r[ones], kind="stable")] if l_r else ones
+        keep[order[k:]] = False
+    thres = y[keep].mean() if cut == "after" else y.mean()
+    out = pd.DataFrame({"A": a, "N1": n1, "Q": q, "P": p, "Y": (y > thres).astype(int),
+                        "Y_real": (y_real > thres).astype(int)})
+    return out[keep]
 
 
-def test_bias_on_demand_matches_the_generators_equations():
-    n = 200_000
-    ours = simsys.sample(_load("bias_on_demand"), n, population="test", seed=7)
-    twin = _bias_on_demand_twin(n, seed=8)
+def _close(a: pd.Series, b: pd.Series) -> bool:
+    se = math.hypot(a.std() / math.sqrt(len(a)), b.std() / math.sqrt(len(b)))
+    return abs(a.mean() - b.mean()) < K * se
 
-    def close(a: pd.Series, b: pd.Series) -> bool:
-        se = math.hypot(a.std() / math.sqrt(len(a)), b.std() / math.sqrt(len(b)))
-        return abs(a.mean() - b.mean()) < K * se
 
-    assert close(ours["N1"], twin["N1"])
-    assert abs(ours["N1"].var() - 18.0) < K * math.sqrt(2 * 18.0**2 * 3 / n)  # Gamma(2, 3): var 18
+# Settings of the generator's parameters (the scenario's params of the same names), with the cut
+# the twin uses: "after" under-sampling as the generator, or "before" (the scenario's default).
+BOD_SETTINGS = [
+    ({}, "after"),
+    ({"l_r_q": 0.3}, "after"),  # issue 11: P(Y=1) 0.491; 0.680 (A=0) vs 0.302 (A=1)
+    ({"l_r_q": -0.5, "l_h_q": 2.0, "l_q": 1.0}, "after"),
+    ({"l_y_b": 0.5, "l_m_y": 2.0, "sy": 2.0, "l_h_r": 3.0, "l_m": 0.0}, "after"),
+    ({"l_r_q": 0.2, "p_u": 0.3, "cut_after_undersampling": 1}, "after"),
+    ({"l_r_q": 0.2, "p_u": 0.3}, "before"),
+    ({"p_u": 0.4, "l_r": 1, "l_m": 0.0}, "before"),  # the generator's l_r needs l_m = 0
+    ({"l_m": 2.0, "l_y": 1.0, "l_h_q": 0.0}, "after"),
+]
+
+
+@pytest.mark.parametrize(("params", "cut"), BOD_SETTINGS,
+                         ids=[",".join(f"{k}={v}" for k, v in p.items()) or "defaults"
+                              for p, _ in BOD_SETTINGS])
+def test_bias_on_demand_matches_the_generator(params, cut):
+    # The scenario's training population (under-sampling acts there) against the generator's
+    # rows, per group: positive rates of Y and Y_real, the means of Q and of the measured R (P),
+    # and the share of A = 1 among the rows kept. The twin draws 2,000,000 rows, so the noise of
+    # its own cut (a sample mean: sd about 7 / sqrt(2e6)) moves its rates by about 2e-4, a tenth
+    # of a standard error here.
+    sc = _load("bias_on_demand").with_values({f"params.{k}": v for k, v in params.items()})
+    ours = simsys.sample(sc, 200_000, population="train", seed=7)
+    twin_params = {k: v for k, v in params.items() if k != "cut_after_undersampling"}
+    twin = _bias_on_demand_twin(2_000_000, seed=8, cut=cut, **twin_params)
     for a in (0, 1):
         o, t = ours[ours["A"] == a], twin[twin["A"] == a]
-        assert close(o["Q"], t["Q"]), a
-        assert close(o["R_observed"], t["P"]), a
-        assert close(o["Y_real"].astype(float), t["Y"].astype(float)), a
-        assert close(o["Y"].astype(float), o["Y_real"].astype(float)), a  # l_m_y = 0 by default
+        for col, tcol in (("Y_real", "Y_real"), ("Y_real_observed", "Y"), ("Q", "Q"), ("R_observed", "P")):
+            assert _close(o[col].astype(float), t[tcol].astype(float)), (a, col, o[col].mean(), t[tcol].mean())
+    share, n = (ours["A"] == 1).mean(), len(ours)
+    assert abs(share - (twin["A"] == 1).mean()) < K * _se(share, n), share
+
+
+def test_bias_on_demand_gamma_and_mean_of_q_are_exact():
+    from scipy import integrate
+    from scipy.special import expit
+
+    sc = _load("bias_on_demand")
+    n = 200_000
+    ours = simsys.sample(sc, n, population="test", seed=7)
+    assert abs(ours["N1"].mean() - 6.0) < K * math.sqrt(18.0 / n)  # Gamma(2, 3): mean 6, var 18
+    assert abs(ours["N1"].var() - 18.0) < K * math.sqrt(2 * 18.0**2 * 3 / n)
+    # E[Q | A] by the scenario's quadrature, against adaptive integration over the Gamma(2, 3) law
+    for l_r_q, l_h_q, l_h_r in ((0.0, 1.0, 1.5), (0.3, 1.0, 1.5), (-1.0, 2.0, 0.0), (2.0, 0.5, 3.0)):
+        s = sc.with_values({"params.l_r_q": l_r_q, "params.l_h_q": l_h_q, "params.l_h_r": l_h_r})
+        row = simsys.sample(s, 1, population="test")
+        for a, col in ((0, "mean_Q_A0"), (1, "mean_Q_A1")):
+            c = l_h_q * a + l_r_q * l_h_r * a  # Q's logit is c - l_r_q * N1
+
+            def density(x, c=c, k=l_r_q):
+                return x * np.exp(-x / 3) / 9 * expit(c - k * x)
+            kink = [max(0.0, c / l_r_q)] if l_r_q > 0 else None
+            exact = 3 * integrate.quad(density, 0, 400, points=kink, limit=500, epsabs=1e-12)[0]
+            assert abs(row[col].iloc[0] - exact) < 1e-4, (l_r_q, a, row[col].iloc[0], exact)
 
 
 def test_bias_on_demand_label_measurement_bias_raises_misses_in_group_a1():
@@ -429,3 +563,35 @@ def test_bias_on_demand_label_measurement_bias_raises_misses_in_group_a1():
     fnr0, fnr2 = _per_group(res, "fnr", 0)["A=1"], _per_group(res, "fnr", 1)["A=1"]
     pos = (_per_group(res, "n", 0) * _per_group(res, "prevalence", 0))["A=1"]
     assert fnr2 - fnr0 > K * math.hypot(_se(fnr0, pos), _se(fnr2, pos)), (fnr0, fnr2)
+
+
+# --- methods on Blum & Stangl's model (theorems, not published rates) ------------------------------
+@quiet_fairlearn
+def test_methods_blum_stangl_recovery_follows_the_theorems():
+    # Recovery of the minority's agreement with h* (reference `bayes`): 1 = as good as the plain
+    # model trained on the clean twin, 0 = no better than trained on the biased data. Its standard
+    # error is that of the difference of two agreement rates on the minority's test patients,
+    # divided by the gap it is measured against.
+    points = [{"biases[0].keep_negative": 1.0}, {"biases[0].keep_negative": 0.1}]
+    sc = _reduced("methods_blum_stangl", train_n=20_000, test_n=20_000, validation_n=1_000,
+                  models=["erm", "reweighing", "resampling", "eo_thresholds", "dp_thresholds"],
+                  points=points)
+    res = _run(sc)
+    agree = res[(res["scope"] == "group") & (res["reference"] == "bayes") & (res["metric"] == "accuracy")
+                & (res["group"] == "B=1")].set_index(["point", "model", "training"])["value"]
+    rec = res[(res["scope"] == "method") & (res["reference"] == "bayes")
+              & (res["metric"] == "recovery.accuracy") & (res["group"] == "B=1")
+              ].set_index(["point", "model"])["value"]
+    n_b = _per_group(res, "n")["B=1"]
+    for point in (0, 1):
+        biased, clean = agree[(point, "erm", "biased")], agree[(point, "erm", "clean")]
+        # (a rate of exactly 1 counts as 1 - 0.5 / n, so that its standard error is not 0)
+        se = math.hypot(_se(biased, n_b), _se(min(clean, 1 - 0.5 / n_b), n_b)) / (clean - biased)
+        recovered = {m: rec[(point, m)] for m in ("reweighing", "resampling", "eo_thresholds", "dp_thresholds")}
+        # equal opportunity recovers h* with or without the under-representation of B's negatives
+        assert recovered["eo_thresholds"] > 1 - K * se, (point, recovered, se)
+        if point == 0:  # labeling bias only: reweighing and resampling recover h* too
+            assert recovered["reweighing"] > 1 - K * se and recovered["resampling"] > 1 - K * se, recovered
+        else:  # B's negatives missing as well: they no longer correct anything; DP about half
+            assert abs(recovered["reweighing"]) < K * se and abs(recovered["resampling"]) < K * se, recovered
+            assert K * se < recovered["dp_thresholds"] < 1 - K * se, (recovered, se)
