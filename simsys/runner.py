@@ -333,9 +333,89 @@ def _features(cohort, names: list[str], observed: bool) -> np.ndarray:
     return np.ascontiguousarray(np.column_stack(cols))
 
 
+class ReuseCache:
+    """What common random numbers make identical across the sweep points of one replicate.
+
+    Within a replicate every sweep point draws the same patients, so a cohort whose sampling plan
+    a sweep point does not change (the clean twin when only biases move; the test and validation
+    cohorts) is the same cohort, and a model fitted with the same seed on the same data and scored
+    on the same data gives the same scores. This cache computes each once per task:
+
+    - cohorts are keyed by their plan's fingerprint (:func:`simsys.simulate.plan_fingerprint`:
+      bytecode, constants, stream keys, layout), the patients' numbers and the seed;
+    - fits are keyed by a hash of everything that determines their output: the model spec, the
+      model's seed, the training arrays (features, labels, groups when the model receives them),
+      the validation and test arrays and the threshold policy. A fit that failed fails again from
+      the cache with the same error.
+
+    Nothing is reused across replicates or processes, and nothing is stored on disk (a cache file
+    would be untrusted input). Results are bit-identical with and without it (a test checks).
+    """
+
+    def __init__(self) -> None:
+        self.cohorts: dict = {}
+        self.fits: dict = {}
+        self.hits = {"cohorts": 0, "fits": 0}
+
+    def cohort(self, plan, n: int, seed: int, *, start: int = 0):
+        from simsys.simulate import plan_fingerprint
+
+        key = (plan_fingerprint(plan, seed), n, start)
+        got = self.cohorts.get(key)
+        if got is None:
+            got = self.cohorts[key] = run_plan(plan, n, seed, start=start, threads=1)
+        else:
+            self.hits["cohorts"] += 1
+        return got
+
+    def fit(self, key, compute):
+        if key is None:
+            return compute()
+        got = self.fits.get(key)
+        if got is None:
+            try:
+                got = ("ok", compute())
+            except (ModelError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+                got = ("error", exc)
+            self.fits[key] = got
+        else:
+            self.hits["fits"] += 1
+        if got[0] == "error":
+            raise got[1]
+        return got[1]
+
+
+def _fit_key(mspec: Mapping, seed: int, receives_group: bool, policy, arrays) -> str | None:
+    """A hash of what determines a fit's scores and threshold, or None when the spec holds a
+    Python object (its state cannot be told from its text, so it is not reused)."""
+    import hashlib
+
+    try:
+        text = json.dumps(mspec, sort_keys=True)
+    except TypeError:
+        return None
+    h = hashlib.blake2b(digest_size=20)
+    h.update(text.encode())
+    h.update(repr((int(seed), bool(receives_group), policy)).encode())
+    for a in arrays:
+        if a is None:
+            h.update(b"-")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+    return h.hexdigest()
+
+
 def run_task(scenario: Scenario, experiment: Experiment, point_index: int, replicate: int,
-             seed: int, *, allow_imports: bool = False, save_predictions: bool = False) -> dict:
-    """Run one (sweep point, replicate) for every model; return rows, errors and timings."""
+             seed: int, *, allow_imports: bool = False, save_predictions: bool = False,
+             cache: ReuseCache | None = None) -> dict:
+    """Run one (sweep point, replicate) for every model; return rows, errors and timings.
+
+    ``cache`` (a :class:`ReuseCache` shared by the points of one replicate) reuses the cohorts and
+    fits the point shares with other points; the results are the same with or without it.
+    """
+    cache = cache if cache is not None else ReuseCache()
     t_sample = t_fit = t_metrics = 0.0
     rows: list[tuple] = []
     errors: list[dict] = []
@@ -350,13 +430,13 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     with limit_threads(1):
         t0 = time.perf_counter()
         n_train = spec.populations[experiment.train].n
-        biased = run_plan(build_plan(sc, experiment.train, biased=True), n_train, seed, threads=1)
-        clean = run_plan(build_plan(sc, experiment.train, biased=False), n_train, seed, threads=1)
+        biased = cache.cohort(build_plan(sc, experiment.train, biased=True), n_train, seed)
+        clean = cache.cohort(build_plan(sc, experiment.train, biased=False), n_train, seed)
         # the test population as tested (simsys.simulate.experiment_view): recorded labels beside
         # the truth, and only its own `selection` drops patients; validation follows the test rows
         test_plan = build_plan(sc, experiment.test, view="tested")
-        test = run_plan(test_plan, experiment.test_n, seed, threads=1)
-        val = run_plan(test_plan, experiment.validation_n, seed, start=experiment.test_n, threads=1)
+        test = cache.cohort(test_plan, experiment.test_n, seed)
+        val = cache.cohort(test_plan, experiment.validation_n, seed, start=experiment.test_n)
         test_obs_features = spec.populations[experiment.test].biased
         g_test = coding.codes(test)
         g_test.flags.writeable = False
@@ -401,12 +481,23 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
             preds_biased = None
             for training in TRAININGS:
                 X, y, g = sets[training]
-                try:
-                    t0 = time.perf_counter()
+
+                def fit_and_score(X=X, y=y, g=g):
                     fitted = cand.fit(X, y, group=g if cand.receives_group else None)
                     s_val = fitted.predict_score(X_val, group=g_val if cand.receives_group else None)
                     s_test = fitted.predict_score(X_test, group=g_test if cand.receives_group else None)
-                    thr = 0.5 if fitted.hard_predictions_only else choose_threshold(experiment.threshold, y_val, s_val, scored=s_test)
+                    hard = fitted.hard_predictions_only
+                    thr = 0.5 if hard else choose_threshold(experiment.threshold, y_val, s_val, scored=s_test)
+                    s_test.flags.writeable = False  # read-only: metrics may reuse its sort orders
+                    return s_test, thr, hard
+
+                rg = cand.receives_group
+                key = _fit_key(mspec, model_seed(seed, mi), rg, experiment.threshold,
+                               (X, y, g if rg else None, X_val, y_val, g_val if rg else None, X_test,
+                                g_test if rg else None))
+                try:
+                    t0 = time.perf_counter()
+                    s_test, thr, hard = cache.fit(key, fit_and_score)
                     t_fit += time.perf_counter() - t0
                 except (ModelError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
                     errors.append({"point": point_index, "replicate": replicate, "model": name,
@@ -414,10 +505,9 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
                     continue
                 t0 = time.perf_counter()
                 yhat = (s_test >= thr).astype(np.int64)
-                score = None if fitted.hard_predictions_only else s_test
-                s_test.flags.writeable = False  # read-only: metrics may reuse its sort orders
+                score = None if hard else s_test
                 rows.append((name, training, "truth", "threshold", "overall", "threshold", float(thr),
-                             OWN_OPERATING_POINT if fitted.hard_predictions_only else None))
+                             OWN_OPERATING_POINT if hard else None))
                 for reference, y_ref in (("truth", y_test), ("observed", y_test_obs), *y_test_extra):
                     vals, reasons = M.binary_metrics(y_ref, yhat, score, g_test, G, with_reasons=True)
                     _count_rows(rows, name, training, reference, coding, y_ref, yhat, g_test)

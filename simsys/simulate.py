@@ -275,6 +275,25 @@ def output_buffers(plan: Plan, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
             np.empty((len(p.columns_u), n), dtype=np.uint8), np.empty(n, dtype=np.int64))
 
 
+def plan_fingerprint(plan: Plan, seed: int) -> str:
+    """A hash of everything that determines the cohorts a plan samples with a seed: its bytecode,
+    its constant table (the params' values), the stream keys of its instructions, its output
+    layout and its population. Two plans with the same fingerprint sample the same patients with
+    the same values, row for row (the runner reuses such cohorts across sweep points)."""
+    import hashlib
+
+    prog = plan.program
+    h = hashlib.blake2b(digest_size=20)
+    for a in (prog.code, prog.consts(plan.params), prog.keys(int(seed), plan.population),
+              prog.store_reg, prog.store_kind, prog.store_row):
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+    h.update(repr((prog.n_regs, prog.columns_f, prog.columns_u, prog.loads, plan.population,
+                   plan.observation.keep, sorted(plan.observation.observed.items()))).encode())
+    return h.hexdigest()
+
+
 def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = True,
              threads: int | None = None, block: int = BLOCK, inputs: np.ndarray | None = None,
              row_ids: np.ndarray | None = None,

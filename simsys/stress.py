@@ -152,8 +152,9 @@ def _scaled(n: int, scale: float, lo: int = 200) -> int:
     return max(lo, math.ceil(n * scale))
 
 
-def battery_scenario(entry: BatteryEntry, models: list[dict], *, replicates: int | None = None):
-    """The scenario a battery entry runs: scaled populations, the entry's sweep, the models."""
+def battery_scenario(entry: BatteryEntry, *, replicates: int | None = None):
+    """The scenario a battery entry runs (scaled populations, the entry's sweep) and the name of
+    its baseline: the entry's, else the scenario's first model that does not receive the group."""
     from simsys.scenario import from_dict, load_scenario
 
     base = load_scenario(resolve_scenario(entry.scenario))
@@ -174,7 +175,9 @@ def battery_scenario(entry: BatteryEntry, models: list[dict], *, replicates: int
     for k in ("test_n", "validation_n"):
         if k in exp:
             exp[k] = _scaled(int(exp[k]), entry.scale, lo=100)
-    exp["models"] = [baseline_spec, *models]
+    # the models are passed to the runner as `models=` (they may be Python objects); the file keeps
+    # the baseline, so that the scenario stays a valid scenario on its own
+    exp["models"] = [baseline_spec]
     exp["baseline"] = baseline_spec["name"]
     if entry.sweep is not None:
         exp["sweep"] = dict(entry.sweep)
@@ -183,7 +186,7 @@ def battery_scenario(entry: BatteryEntry, models: list[dict], *, replicates: int
         exp["replicates"] = int(reps)
     exp.pop("precision", None)
     data["experiment"] = exp
-    return from_dict(data, source=str(resolve_scenario(entry.scenario))), baseline_spec["name"]
+    return from_dict(data, source=str(resolve_scenario(entry.scenario))), baseline_spec
 
 
 def _receives_group(spec: Mapping) -> bool:
@@ -286,6 +289,12 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
         comps.pop(s["name"], None)
     models = [*specs, *comps.values()]
     entries = load_battery(battery, scenarios=scenarios)
+    # every entry is resolved and checked before any work (a misspelt scenario fails now)
+    prepared = [battery_scenario(e, replicates=replicates) for e in entries]
+    from simsys.runner import parse_experiment
+
+    for sc, base_spec in prepared:  # and every model (the method included) is built once
+        parse_experiment(sc, allow_imports=allow_imports, models=[base_spec, *models])
     sdir = None
     if resume is not None:
         sdir = Path(resume)
@@ -309,10 +318,11 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
     for i, entry in enumerate(entries):
         label = Path(entry.scenario).stem
         echo(f"[{i + 1}/{len(entries)}] {label}")
-        sc, baseline = battery_scenario(entry, models, replicates=replicates)
+        sc, base_spec = prepared[i]
+        baseline = base_spec["name"]
         sub = sdir / label if sdir is not None else None
         kw = dict(workers=workers, executor=executor, scheduler=scheduler, allow_imports=allow_imports,
-                  progress=progress)
+                  progress=progress, models=[base_spec, *models])
         if sub is not None and (sub / "run" / "manifest.json").is_file():
             res = run(None, resume=sub / "run", **kw)  # a scenario the interrupted battery had started
         else:
