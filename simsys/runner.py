@@ -482,7 +482,7 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
             for training in TRAININGS:
                 X, y, g = sets[training]
 
-                def fit_and_score(X=X, y=y, g=g):
+                def fit_and_score(X=X, y=y, g=g, cand=cand):
                     fitted = cand.fit(X, y, group=g if cand.receives_group else None)
                     s_val = fitted.predict_score(X_val, group=g_val if cand.receives_group else None)
                     s_test = fitted.predict_score(X_test, group=g_test if cand.receives_group else None)
