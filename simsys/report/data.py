@@ -236,8 +236,8 @@ def _damaged(where: Path | str, key: str, found: str, allowed: str) -> RunError:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "a missing value"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int):
