@@ -245,7 +245,7 @@ def _provenance(run: RunData, built: Built) -> list[tuple[str, str]]:
                                + (f" (resumed {m['resumed']})" if m.get("resumed") else "")),
         ("failed cells", str(m.get("errors", 0))),
         ("cell in the ROC and calibration figure",
-         f"point {hi} ({run.point_label(hi)}), replicate 0, the most-biased setting; predictions "
+         f"point {hi} ({run.point_label(hi)}), replicate 0 (the most-biased setting); predictions: "
          f"{built.predictions.how}"),
     ]
     for k, v in sorted((m.get("versions") or {}).items()):
@@ -278,6 +278,7 @@ def context(run: RunData, built: Built) -> dict:
     _, hi = run.chosen
     lede = next((f for f in run.findings if f.kind == "lede"), None)
     data = explorer_data(run)
+    tables = _headline_tables(run)
     graph_frames = []
     for path, png in built.graph_frames.items():
         biases, nodes = affected_by(sc, path)
@@ -296,7 +297,7 @@ def context(run: RunData, built: Built) -> dict:
                   ("scenario", str(run.manifest.get("scenario_sha256") or "")[:12])],
         "explain": _explain(run),
         "lede": _finding_item(lede) if lede is not None else None,
-        "tables": _headline_tables(run),
+        "tables": tables,
         "key_findings": [_finding_item(f) for f in run.findings if f.kind not in KEY_EXCLUDE],
         "detail_findings": [_finding_item(f) for f in run.findings if f.kind in ("gap", "caused")],
         "methods": _methods(run, built),
@@ -304,7 +305,7 @@ def context(run: RunData, built: Built) -> dict:
                      "sentences": data["sentences"][hi], "numbers": data["numbers"][hi],
                      "models": run.plain_models, "parts": EXPLORER_PARTS,
                      "metrics": [{"id": d, "short": SHORT.get(d, d), "rate": t["rate"], "compared": t["compared"],
-                                  "reference": t["reference"]} for d, t in zip(run.metrics, _headline_tables(run))],
+                                  "reference": t["reference"]} for d, t in zip(run.metrics, tables)],
                      "frames": frames, "graph_frames": graph_frames},
         "explorer_data": data,
         "figures": figures,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simsys.errors import RunError
+from simsys.errors import RunError, SimsysError
 from simsys.io import atomic_write
 from simsys.report.data import RunData
 
@@ -150,12 +150,15 @@ def cell_predictions(run: RunData, point: int, *, allow_imports: bool = False) -
             "simsys report --allow-import if you trust the run folder."))
     from simsys.runner import parse_experiment, run_task
 
-    experiment = parse_experiment(run.scenario, allow_imports=allow_imports)
-    if point >= len(experiment.points):
-        raise RunError(f"{run.run_dir}: point {point}: the scenario in manifest.json has "
-                       f"{len(experiment.points)} sweep points; the run folder is inconsistent")
-    res = run_task(run.scenario, experiment, point, 0, run.seeds[0], allow_imports=allow_imports,
-                   save_predictions=True)
+    try:
+        experiment = parse_experiment(run.scenario, allow_imports=allow_imports)
+        if point >= len(experiment.points):
+            raise RunError(f"{run.run_dir}: point {point}: the scenario in manifest.json has "
+                           f"{len(experiment.points)} sweep points; the run folder is inconsistent")
+        res = run_task(run.scenario, experiment, point, 0, run.seeds[0], allow_imports=allow_imports,
+                       save_predictions=True)
+    except SimsysError as exc:  # the rest of the report stands; the figure says why it is missing
+        return Predictions(None, "not available", f"The cell could not be run again ({exc}).")
     if not res["predictions"]:
         return Predictions(None, "not available", "No model produced predictions in this cell (see errors.csv).")
     frame = _check(pd.concat(res["predictions"], ignore_index=True), cache)
