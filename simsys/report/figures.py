@@ -172,7 +172,8 @@ def headline_figure(run: RunData, *, which: Sequence[str] | None = None, mark: i
                        label="trained on the clean twin"),
                 Line2D([], [], color="black", lw=1.4, ls=":", marker="x", ms=4, label="gap in the training labels"),
                 Patch(color="#555555", alpha=0.2, label="95% interval")]
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4), frameon=False)
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 3 if short else 4),
+               frameon=False)
     return fig
 
 
@@ -364,6 +365,8 @@ def roc_figure(run: RunData, point: int, preds: Predictions) -> Figure:
     for mi, m in enumerate(run.models):
         roc, cal = axes[mi]
         sub = frame[frame["model"] == m] if frame is not None else None
+        # a method that makes 0/1 predictions itself has no scores to draw curves from
+        hard = run.view.reason(point, m, "biased", "truth", "threshold", "overall", "threshold") is not None
         top = 0.0
         drew = False
         for gi, g in enumerate(run.groups):
@@ -374,6 +377,8 @@ def roc_figure(run: RunData, point: int, preds: Predictions) -> Figure:
                 continue
             y = rows["y_true"].to_numpy(np.int64)
             s = rows["score"].to_numpy(np.float64)
+            if hard:
+                s = np.full(len(s), np.nan)
             c = group_colour(gi)
             pts = roc_points(y, s)
             auc = _rep0(run, point, m, "auroc", g)
@@ -405,8 +410,9 @@ def roc_figure(run: RunData, point: int, preds: Predictions) -> Figure:
                 ax.text(0.5, 0.5, "no predictions for this model", transform=ax.transAxes, ha="center")
         else:
             roc.legend(loc="lower right", frameon=False)
-            if sub is not None and not np.isfinite(sub["score"].to_numpy(np.float64)).any():
-                cal.text(0.5, 0.5, "0/1 predictions only: no scores", transform=cal.transAxes, ha="center")
+            if hard or (sub is not None and not np.isfinite(sub["score"].to_numpy(np.float64)).any()):
+                cal.text(0.5, 0.5, "0/1 predictions only: no scores, no curves", transform=cal.transAxes,
+                         ha="center")
     fig.suptitle(f"Trained on the biased data, first replicate at {run.point_label(point)}", fontsize=9.5)
     return fig
 
