@@ -166,17 +166,17 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
                             progress=True, replicates=replicates)
     click.echo(format_summary(result))
     if write_report and result.run_dir is not None:
-        _run_report(result.run_dir)
+        _run_report(result.run_dir, allow_imports)
 
 
-def _run_report(run_dir) -> None:
+def _run_report(run_dir, allow_imports: bool = False) -> None:
     """The report at the end of a run. The results are already on disk, so a report that cannot be
     drawn is a warning with the command that retries it, not a failed run (--debug raises)."""
     t0 = time.perf_counter()
     try:
         from simsys.report import write_report  # matplotlib is imported only here
 
-        path = write_report(run_dir)
+        path = write_report(run_dir, allow_imports=allow_imports)
     except Exception as exc:
         if click.get_current_context().find_root().params.get("debug"):
             raise

@@ -16,9 +16,10 @@ import re
 import shutil
 import subprocess
 
-import pandas as pd
 import pytest
-from test_report import Page, f3, mean_iv, tiny_run
+from test_report import Page, folder_findings, tiny_run
+
+from simsys.findings import fmt
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
                 None)
@@ -62,23 +63,23 @@ def shown_frames(page: Page) -> dict[str, list[str]]:
     return out
 
 
-def expected_numbers(run_dir, point: int) -> dict[str, str]:
-    res = pd.read_parquet(run_dir / "results.parquet")
+def expected(run_dir, point: int) -> tuple[dict[str, str], list[str]]:
+    """The numbers and sentences the explorer should show at ``point``: the quantities and texts of
+    that point's gap and caused findings, built here from the run folder."""
+    _, findings = folder_findings(run_dir)
+    by_key = {f.key: f for f in findings}
     out = {}
-    for d in ("fnr", "auroc"):
-        for part in ("d_model", "caused"):
-            m, _, _ = mean_iv(res, point=point, model="logreg", training="biased", reference="truth",
-                              scope="amplification", metric=f"{d}_difference.{part}")
-            out[f"logreg|{d}_difference.{part}"] = f3(m)
-        m, _, _ = mean_iv(res, point=point, model="logreg", training="clean", reference="truth",
-                          scope="disparity", metric=f"{d}_difference")
-        out[f"logreg|{d}_difference.clean"] = f3(m)
-    for g in ("g=0", "g=1"):
-        for k in ("fnr", "auroc"):
-            m, _, _ = mean_iv(res, point=point, model="logreg", training="biased", reference="truth",
-                              scope="group", group=g, metric=k)
-            out[f"logreg|{g}|{k}"] = f3(m)
-    return out
+    for d, (vs, ds) in (("fnr", ("pct", "pp")), ("auroc", ("dec", "sdec"))):
+        q = by_key[f"gap/{d}/{point}/logreg/biased"].quantities
+        c = by_key[f"caused/{d}/{point}/logreg"].quantities
+        out[f"logreg|{d}|compared"] = fmt(q["compared"].value, vs)
+        out[f"logreg|{d}|reference"] = fmt(q["reference"].value, vs)
+        out[f"logreg|{d}|gap"] = fmt(q["gap"].value, ds)
+        out[f"logreg|{d}|clean"] = fmt(c["clean_gap"].value, ds)
+        out[f"logreg|{d}|caused"] = fmt(c["caused"].value, ds)
+        out[f"logreg|{d}|caused_iv"] = f"[{fmt(c['caused'].lo, ds)}, {fmt(c['caused'].hi, ds)}]"
+    texts = [by_key[k].text for k in (f"gap/fnr/{point}/logreg/biased", f"caused/fnr/{point}/logreg")]
+    return out, texts
 
 
 def assert_shows(page: Page, run_dir, point: int) -> None:
@@ -89,11 +90,13 @@ def assert_shows(page: Page, run_dir, point: int) -> None:
     assert "hidden" in errors and page.text_of.get("js-errors", "") == ""
     assert shown_frames(page) == {"headline": [str(point)], "groups": [str(point)], "cohort": [str(point)]}
     assert page.text_of["value-0"] == ["1", "0.2"][point]
-    for key, value in expected_numbers(run_dir, point).items():
+    numbers, texts = expected(run_dir, point)
+    for key, value in numbers.items():
         assert page.text_of[key] == value, key
-    sentence = page.text_of["explorer-sentence"]
-    assert sentence.startswith(f"At biases[0].keep = {['1', '0.2'][point]}: the false-negative rate gap is "
-                               f"{expected_numbers(run_dir, point)['logreg|fnr_difference.d_model']} for logreg")
+    items = page.by_id("explorer-sentences").find_all("li")
+    assert [n.find_all(cls="text")[0].text() for n in items] == texts
+    assert texts[0].startswith(f"At biases[0].keep = {['1', '0.2'][point]}, logreg (trained on the biased data) "
+                               "had a false-negative rate of ")
 
 
 def test_the_page_loads_without_errors_at_the_most_biased_setting(page_of):
