@@ -365,10 +365,11 @@ def _run_figure(result: RunResult) -> str:
         return ("<p><i>Figures are drawn from a run folder: run with an <code>output_dir</code> to see "
                 "them here.</i></p>")
     from simsys.drawing import figure_bytes
-    from simsys.report import headline_disparities, headline_figure, load_run
+    from simsys.report import load_run
+    from simsys.report.figures import headline_figure
 
     run = load_run(result.run_dir)
-    fig = headline_figure(run, which=headline_disparities(run))
+    fig = headline_figure(run)
     data = base64.b64encode(figure_bytes(fig, "png", dpi=80)).decode("ascii")
     return (f"<img alt='the headline: the gaps against the swept setting' style='max-width:100%' "
             f"src='data:image/png;base64,{data}'/>")

@@ -648,12 +648,16 @@ def _comparisons(view: RunView, metric, grp) -> list[Finding]:
                   f"distinguishable at {t.num(len(unclear), 'int', ('comparison', metric, a, b, grp, ref, 'unclear'))} "
                   f"(with {t.num(R, 'int', ('replicates',))} replicates).")
             verdict = SUPPORTED if not unclear else NOT_DISTINGUISHABLE
+            needs = [I.replicates_needed(ests[f"difference_at_{p}"], cap=NEEDED_CAP) for p in unclear]
+            needs = [x for x in needs if x is not None and x < NEEDED_CAP]
+            remedy = (f"about {max(needs)} replicates (--replicates {max(needs)}) to tell the two apart at "
+                      "every setting where they differ by as much as this run measured") if needs else None
             out.append(Finding(f"compare/{metric}/{a}/{b}", "comparison",
                                {"metric": metric, "models": (a, b), "groups": (grp, ref),
                                 "smaller": smaller, "larger": larger, "unclear": unclear},
                                ests, verdict, "difference of two models' gaps, paired by replicate, t interval",
                                {"replicates": R}, t.text(), t.numbers,
-                               None if not unclear else "more replicates (--replicates)"))
+                               remedy))
     return out
 
 
@@ -699,15 +703,17 @@ def _audit(view: RunView, metric, p, m, grp) -> list[Finding]:
               f"{name} gap.")
         verdict = TOO_FEW
     else:
+        remedy = None
         t += (f"an audit with them would measure {m}'s {name} gap as {t.num(obs_gap.value, 'pp', (*so, 'value'))} "
               f"percentage points against a true {t.num(true_gap.value, 'pp', (*st, 'value'))}: off by "
               f"{t.num(diff.value, 'pp', (*sd, 'value'))}{_iv(t, diff, 'pp', sd)}")
-        verdict, _ = _verdict_text(t, diff, sd, what="difference")
+        verdict, remedy = _verdict_text(t, diff, sd, what="difference")
         t += "."
     return [Finding(f"audit/{metric}/{p}/{m}", "audit", _subject(view, point=p, model=m, metric=metric, groups=(grp, ref)),
                     {"audit_gap": obs_gap, "true_gap": true_gap, "difference": diff}, verdict,
                     "the same model and test patients measured against recorded and true labels, paired by "
-                    "replicate, t interval", {"replicates": diff.replicates}, t.text(), t.numbers)]
+                    "replicate, t interval", {"replicates": diff.replicates}, t.text(), t.numbers,
+                    remedy if verdict != SUPPORTED else None)]
 
 
 def _training_labels(view: RunView, p: int) -> list[Finding]:
@@ -888,6 +894,7 @@ def _methods(view: RunView, p: int) -> list[Finding]:
                   f"are not compared at equal sensitivity")
         t += (f"; accuracy against the truth {t.num(acc.value, 'pp', (*sacc, 'value'))} percentage points "
               f"versus {base}{_iv(t, acc, 'pp', sacc)}")
+        acc_verdict, acc_remedy = _verdict_text(t, acc, sacc, what="difference")
         rec = view.values(p, m, "biased", "truth", "method", "", f"recovery.{k}")
         r_est = I.mean_contrast([(1.0, rec)])
         src_r = ("mean", (p, m, "biased", "truth", "method", "", f"recovery.{k}"), None)
@@ -896,18 +903,22 @@ def _methods(view: RunView, p: int) -> list[Finding]:
                   f"{base} trained on biased and on clean data ({t.num(1, 'int', ('constant', 'all of it', 1))} = all of it)"
                   f"{_iv(t, r_est, 'ratio', src_r)}")
         else:
-            why = view.reason(p, m, "biased", "truth", "method", "", f"recovery.{k}")
-            t += f"; its recovery of {k} is undefined ({why or 'no values'})"
+            why = view.reason(p, m, "biased", "truth", "method", "", f"recovery.{k}") or ""
+            # the runner's reasons may carry numbers; a sentence states only recorded numbers
+            why = ("the baseline's gap barely moved between biased and clean training (below "
+                   "method_checks.min_gap)" if why.startswith("baseline gap below") else
+                   "a value it needs is undefined" if why else "no values")
+            t += f"; its recovery of {k} is undefined ({why})"
         d_true = I.mean_contrast([(1.0, view.values(p, m, "biased", "truth", "disparity", "", k))], bounds=(0.0, 1.0))
         d_obs = I.mean_contrast([(1.0, view.values(p, m, "biased", "observed", "disparity", "", k))], bounds=(0.0, 1.0))
         t += "."
         out.append(Finding(f"method/{p}/{m}", "method", _subject(view, point=p, model=m, metric=k),
                            {"tpr": tpr, "fpr": fpr, "accuracy_vs_baseline": acc, "recovery": r_est,
                             "disparity_truth": d_true, "disparity_observed": d_obs},
-                           SUPPORTED if acc.has_interval else NOT_DISTINGUISHABLE,
+                           acc_verdict,
                            "method minus baseline on the same test patients, paired by replicate",
                            {"replicates": view.R, "own_operating_point": bool(own or off)},
-                           t.text(), t.numbers))
+                           t.text(), t.numbers, acc_remedy))
         flag = view.values(p, m, "biased", "truth", "method", "", f"fair_only_against_observed.{k}")
         f_est = I.replicate_share(flag)
         if f_est.defined and f_est.events:
@@ -945,7 +956,9 @@ def _lede(view: RunView, findings: list[Finding], hi: int) -> Finding | None:
             parts.append(f"{f.subject['model']}'s {name} gap: too few cases")
             continue
         src = next((n.source[:-1] for n in f.numbers if n.source[-1] == "value" and n.source[0] == "contrast"), None)
-        word = "widened" if q.value * (1 if metric in WORSE_IF_HIGHER else -1) > 0 else "narrowed"
+        # widened: the gap is further from zero trained on the biased data than on the clean twin
+        clean = f.quantities["clean_gap"].value
+        word = "widened" if abs(clean + q.value) > abs(clean) else "narrowed"
         if f.verdict == SUPPORTED:
             parts.append(f"the biases {word} {f.subject['model']}'s {name} gap by "
                          f"{t.num(q.value, 'udec' if dstyle == 'sdec' else 'upp', (*src, 'value'))}"

@@ -205,7 +205,7 @@ def stress_markdown(result, ranking) -> str:
             "equal-opportunity gap over the battery's points (1 = all of it, 0 = none).", ""]
     if ranking is not None and len(ranking):
         header = ["model", "makes the gap worse", "only hides the gap", "mean recovery", "points scored",
-                  "mean accuracy cost (pp)"]
+                  "mean accuracy change vs baseline (pp)"]
         rows = [[r["model"], fmt(r["makes_gap_worse"], "int"), fmt(r["only_hides_gap"], "int"),
                  fmt(r["mean_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
                  fmt(r["mean_accuracy_cost_pp"] / 100, "pp")] for _, r in ranking.iterrows()]

@@ -384,10 +384,8 @@ def _write(result: StressResult) -> None:
 
     text = stress_markdown(result, ranking(result))
     atomic_write(sdir / "summary.md", lambda t: Path(t).write_text(text, encoding="utf-8"))
-    try:
-        from simsys.report.stress import write_stress_report
-    except ImportError:  # the report package is not there yet (being merged)
-        return
+    from simsys.report.stress import write_stress_report
+
     write_stress_report(result, ranking(result))
 
 

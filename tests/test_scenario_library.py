@@ -289,7 +289,7 @@ def test_blum_stangl_minority_agreement_falls_as_beta_falls():
     acc = res[(res["training"] == "biased") & (res["reference"] == "bayes")
               & (res["scope"] == "group") & (res["metric"] == "accuracy")]
     n_test = _per_group(res, "n")
-    labels = res[(res["model"] == "data") & (res["group"] == "minority=1")]
+    labels = res[(res["model"] == "data") & (res["group"] == "minority=1") & (res["scope"] == "group")]
     means = {}
     for point, (beta, published) in enumerate(BS_PUBLISHED.items()):
         here = acc[acc["point"] == point].groupby("group")["value"]
