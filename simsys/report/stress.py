@@ -83,7 +83,7 @@ def write_stress_report(result, ranking: pd.DataFrame) -> Path:
 
     lb = result.leaderboard
     scenarios = []
-    for label, run in result.runs.items():
+    for label in result.runs:
         models = list(dict.fromkeys(lb.loc[lb["scenario"] == label, "model"]))
         fails = [f.text for f in result.failures() if f.subject.get("scenario") == label]
         others = [f.text for f in result.findings if f.kind in ("stress_worse", "stress_hides")
