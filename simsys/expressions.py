@@ -325,7 +325,9 @@ def check_names(expr: Expr, allowed: set[str] | dict, *, text: str = "") -> None
     """
     unknown = sorted(n for n in expr.names() if n not in allowed)
     if unknown:
-        shown = ", ".join(sorted(allowed)) or "(none)"
+        known = sorted(allowed)
+        shown = ", ".join(known[:40]) + (f", ... ({len(known) - 40} more)" if len(known) > 40 else "")
+        shown = shown or "(none)"
         raise ExpressionError(f"undefined name {unknown[0]!r}" + (f" in {text!r}" if text else "")
                               + f"; known names: {shown}")
 

@@ -517,8 +517,9 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_yaml(text: str, source: str = "<scenario>") -> dict:
     """The mapping a scenario's YAML text holds, read by :class:`_ScenarioLoader` (see there)."""
-    loader = _ScenarioLoader(text)
+    loader = None
     try:
+        loader = _ScenarioLoader(text)  # the reader refuses control characters already here
         data = loader.get_single_data()
     except _YamlRefused as exc:
         if exc.path:
@@ -533,7 +534,8 @@ def parse_yaml(text: str, source: str = "<scenario>") -> dict:
     except RecursionError:  # pragma: no cover - nesting is limited above
         raise ScenarioError(source, "", f"nested more than {MAX_YAML_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ScenarioError(source, "", f"expected a mapping of scenario keys, got {type(data).__name__}")
     return data
@@ -855,16 +857,16 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
     for i, g in enumerate(groups):
         path = "roles.group" if isinstance(roles.group, str) else f"roles.group[{i}]"
         if g not in nodes:
-            fail(path, f"names a missing node {g!r}; nodes: {', '.join(nodes)}")
+            fail(path, f"names a missing node {g!r}; nodes: {_names_list(nodes)}")
         if g not in discrete:
             fail(path, f"group {g!r} must be a bernoulli or categorical node, got kind {nodes[g].kind!r}")
     if roles.target not in nodes:
-        fail("roles.target", f"names a missing node {roles.target!r}; nodes: {', '.join(nodes)}")
+        fail("roles.target", f"names a missing node {roles.target!r}; nodes: {_names_list(nodes)}")
     if not _is_binary(spec, roles.target, formulas):
         fail("roles.target", f"target {roles.target!r} must be 0/1 (a bernoulli node or a comparison)")
     for i, f in enumerate(roles.features):
         if f not in nodes:
-            fail(f"roles.features[{i}]", f"names a missing node {f!r}; nodes: {', '.join(nodes)}")
+            fail(f"roles.features[{i}]", f"names a missing node {f!r}; nodes: {_names_list(nodes)}")
         if f == roles.target:
             fail(f"roles.features[{i}]", "the target cannot be a feature")
     if roles.reference_group:
@@ -877,7 +879,7 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
         if b.populations is not None:
             for j, p in enumerate(b.populations):
                 if p not in spec.populations:
-                    fail(f"{base}.populations[{j}]", f"unknown population {p!r}; known: {', '.join(spec.populations)}")
+                    fail(f"{base}.populations[{j}]", f"unknown population {p!r}; known: {_names_list(spec.populations)}")
         if hasattr(b, "group"):
             _selector(spec, b.group, f"{base}.group", fail)
         for fld, rng in BIAS_FIELDS[b.type].items():
@@ -885,14 +887,14 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
             if v is not None:
                 formula(f"{base}.{fld}", v, allowed=_Allowed(known), rng=rng)
         if isinstance(b, MeasurementBias | MissingnessBias) and b.feature not in nodes:
-            fail(f"{base}.feature", f"names a missing node {b.feature!r}; nodes: {', '.join(nodes)}")
+            fail(f"{base}.feature", f"names a missing node {b.feature!r}; nodes: {_names_list(nodes)}")
         if isinstance(b, LabelBias) and b.target is not None and b.target not in nodes:
             fail(f"{base}.target", f"names a missing node {b.target!r}")
         if isinstance(b, SelectionBias) and b.node not in nodes:
-            fail(f"{base}.node", f"names a missing node {b.node!r}; nodes: {', '.join(nodes)}")
+            fail(f"{base}.node", f"names a missing node {b.node!r}; nodes: {_names_list(nodes)}")
         if isinstance(b, ProxyLabelBias):
             if b.label not in nodes:
-                fail(f"{base}.label", f"names a missing node {b.label!r}; nodes: {', '.join(nodes)}")
+                fail(f"{base}.label", f"names a missing node {b.label!r}; nodes: {_names_list(nodes)}")
             if not _is_binary(spec, b.label, formulas):
                 fail(f"{base}.label", f"proxy label {b.label!r} must be 0/1 (a bernoulli node or a comparison such as 'cost > 5000')")
         if isinstance(b, RepresentationBias):
@@ -983,20 +985,27 @@ def _is_binary(spec: ScenarioSpec, node: str, formulas: dict[str, ex.Expr]) -> b
 
 def _selector(spec: ScenarioSpec, sel: Mapping[str, int | str], path: str, fail) -> None:
     for node, value in sel.items():
+        where = f"{path}.{_path_key(node)}"
         if node not in spec.nodes:
-            fail(f"{path}.{node}", f"names a missing node {node!r}; nodes: {', '.join(spec.nodes)}")
+            fail(where, f"names a missing node {_shown(node)}; nodes: {_names_list(spec.nodes)}")
         s = spec.nodes[node]
         if isinstance(s, CategoricalNode):
             if isinstance(value, str):
                 if value not in s.categories:
-                    fail(f"{path}.{node}", f"unknown category {value!r}; allowed: {', '.join(s.categories)}")
+                    fail(where, f"unknown category {_shown(value)}; allowed: "
+                         f"{', '.join(_plain(c) for c in s.categories[:40])}")
             elif not (0 <= value < len(s.categories)):
-                fail(f"{path}.{node}", f"category code {value} out of range 0..{len(s.categories) - 1}")
+                fail(where, f"category code {value} out of range 0..{len(s.categories) - 1}")
         elif isinstance(s, BernoulliNode) or (isinstance(s, DeterministicNode)):
             if value not in (0, 1):
-                fail(f"{path}.{node}", f"expected 0 or 1 for a 0/1 node, got {value!r}")
+                fail(where, f"expected 0 or 1 for a 0/1 node, got {_shown(value)}")
         else:
-            fail(f"{path}.{node}", f"a group must be a bernoulli or categorical node, got kind {s.kind!r}")
+            fail(where, f"a group must be a bernoulli or categorical node, got kind {s.kind!r}")
+
+
+def _plain(text: str) -> str:
+    """A category name as written, or quoted when it would not read well in a one-line message."""
+    return text if text.isprintable() and 0 < len(text) <= 40 else _shown(text, 40)
 
 
 def selector_code(scenario: Scenario, node: str, value: int | str) -> int:

@@ -194,6 +194,14 @@ def test_names_are_ascii_identifiers_of_at_most_64_characters(label, edit, messa
     assert _error(_changed(edit)) == f"m.yaml: {message}"
 
 
+def test_every_error_is_one_line_whatever_the_names_in_it():
+    d = _changed(lambda d: d["biases"][0].update(group={"dark\nskin": 1}))
+    assert _error(d) == ("m.yaml: biases[0].group.'dark\\nskin': names a missing node 'dark\\nskin'; "
+                         "nodes: dark_skin, age, uv, melanoma, contrast")
+    assert str(SimsysError("two\nlines\u2028and a \x00")) == "two\\nlines\\u2028and a \\x00"
+    assert str(ScenarioError("f\n.yaml", "nodes", "x")) == "f\\n.yaml: nodes: x"
+
+
 def test_a_64_character_name_is_fine():
     d = _changed(lambda d: (d.update(name="s" * 64), _rename_node(d, "age", "a" * 64)))
     d["nodes"]["melanoma"]["logit"] = d["nodes"]["melanoma"]["logit"].replace("age", "a" * 64)
