@@ -112,6 +112,45 @@ class Expr:
     def __str__(self) -> str:  # a compact, re-parseable rendering (used in messages and as a key)
         return _postorder(self, _render_leaf, _render_node)[0]
 
+    # Equality, hashing, pickling, copying and repr without recursion: the generated ones would
+    # recurse once per level, and a flat chain of 2,000 terms is 2,000 levels deep.
+    def _postfix(self) -> tuple:
+        out = []
+        stack: list[tuple[Expr, bool]] = [(self, False)]
+        while stack:
+            x, expanded = stack.pop()
+            if expanded or not x.args:
+                out.append((x.op, x.value, x.name, len(x.args)))
+            else:
+                stack.append((x, True))
+                stack.extend((a, False) for a in reversed(x.args))
+        return tuple(out)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Expr):
+            return NotImplemented
+        return self is other or self._postfix() == other._postfix()
+
+    def __hash__(self) -> int:
+        return hash(self._postfix())
+
+    def __reduce__(self):
+        return _from_postfix, (self._postfix(),)
+
+    def __repr__(self) -> str:
+        return f"<Expr {self}>"
+
+
+def _from_postfix(items: tuple) -> Expr:
+    """The tree written by ``Expr._postfix`` (for pickling and copying)."""
+    stack: list[Expr] = []
+    for op, value, nm, nargs in items:
+        args = tuple(stack[len(stack) - nargs:]) if nargs else ()
+        if nargs:
+            del stack[len(stack) - nargs:]
+        stack.append(Expr(op, args=args, value=value, name=nm))
+    return stack[0]
+
 
 def _postorder(e: Expr, leaf, node):
     """``node(x, [values of x's args])`` for every non-leaf ``x`` of ``e``, children first, without

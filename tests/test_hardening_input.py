@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import re
 import time
 from pathlib import Path
@@ -273,7 +274,10 @@ def test_the_longest_flat_chain_validates_samples_and_renders_without_recursion(
          "nodes": {"x": {"kind": "normal", "mean": 0, "sd": 1}, "f": {"kind": "deterministic", "value": text},
                    "y": {"kind": "bernoulli", "p": 0.5}},
          "roles": {"group": "y", "target": "y", "features": ["x"]}, "populations": {"p": {"n": 300}}}
-    df = simsys.sample(simsys.from_dict(d), population="p")
+    sc = simsys.from_dict(d)
+    assert pickle.loads(pickle.dumps(sc)).formulas == sc.formulas  # no recursion in pickle, ==
+    assert copy.deepcopy(e) == e and hash(copy.deepcopy(e)) == hash(e) and e != ex.parse("y" + text[1:])
+    df = simsys.sample(sc, population="p")
     want = ex.evaluate(e, {"x": df["x"].to_numpy()})
     np.testing.assert_allclose(df["f"].to_numpy(), want, rtol=1e-12)
     with pytest.raises(ExpressionError, match="at most 4000 allowed"):
