@@ -10,8 +10,8 @@ line on stderr that starts with ``error: `` and no traceback (warnings, the comp
 backstop for a hang outside Python); and it must leave no partial or hidden file behind, nor the
 output of a command that failed. ``run`` gets the same scenario shrunk (a few hundred patients, one
 replicate, at most two fast models, one point of each sweep), so that a case takes a fraction of a
-second; 300 cases take about 1.5 minutes on 2 cores. Everything is derived from ``random.Random(case number)``, so a failing case is
-reproduced by its number alone::
+second; 400 cases take about a minute on a quiet 2-core machine. Everything is derived from
+``random.Random(case number)``, so a failing case is reproduced by its number alone::
 
     python tests/test_fuzz_scenarios.py 137         # run case 137 and print what each command did
 """
@@ -37,7 +37,7 @@ from simsys.cli import main
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 SEEDS = SHIPPED + sorted((Path(__file__).parent / "data").glob("*.yaml"))
-N_CASES = 300
+N_CASES = 400
 CASE_SECONDS = 60  # a case is a few tenths of a second; a hang is what this catches
 RUN_N = 300  # patients of every population (and of the test and validation cohorts) for `run`
 
