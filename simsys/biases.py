@@ -45,6 +45,9 @@ from simsys.scenario import (
 KEEP = "_keep"
 """Name of the step holding the keep flag (1 = the patient enters the biased data)."""
 
+_PROBABILITIES = {"keep", "keep_positive", "keep_negative", "false_negative_rate", "false_positive_rate", "rate"}
+"""Bias fields that are probabilities: where one is NaN for a patient, sampling fails."""
+
 
 @dataclass(frozen=True)
 class ObservationPlan:
@@ -100,11 +103,28 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
     of a 0/1 variable stays compact unless a bias can make it non-binary (noise, NaN).
     """
     spec = scenario.spec
-    f = scenario.formulas
     target = spec.roles.target
     current = {v: v for v in observed_variables(scenario)}
     steps: list[Step] = []
     flags: list[ex.Expr] = []
+    params = set(spec.params)
+
+    made: set[str] = set()
+
+    def f(key: str, default: ex.Expr | None = None) -> ex.Expr | None:
+        """The formula at ``key``; a bias probability that depends on nodes is computed once in a
+        step of its own, which fails the sampling where it is NaN (compared with a uniform, a NaN
+        would silently mean 'never')."""
+        e = scenario.formulas.get(key)
+        if e is None:
+            return default
+        if key.rsplit(".", 1)[-1] not in _PROBABILITIES or not (e.names() - params):
+            return e
+        name = "_p_" + key.replace("[", "").replace("]", "").replace(".", "_")
+        if name not in made:
+            made.add(name)
+            steps.append(Step(name, "probability", {"value": e, "path": key}, store=None))
+        return ex.name(name)
     for i, b in enumerate(spec.biases):
         if not acts_on(scenario, i, population, biased):
             continue
@@ -115,10 +135,10 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
         if isinstance(b, RepresentationBias):
             g = group_indicator(scenario, b.group)
             if b.keep is not None:
-                keep = f[f"{base}.keep"]
+                keep = f(f"{base}.keep")
             else:
-                kp = f.get(f"{base}.keep_positive", ex.const(1.0))
-                kn = f.get(f"{base}.keep_negative", ex.const(1.0))
+                kp = f(f"{base}.keep_positive", ex.const(1.0))
+                kn = f(f"{base}.keep_negative", ex.const(1.0))
                 keep = ex.call("where", ex.call("==", ex.name(target), ex.const(1.0)), kp, kn)
             steps.append(Step(u, "uniform01", stream=stream, store=None))
             flags.append(ex.call("or", ex.call("not", g), ex.call("<", ex.name(u), keep)))
@@ -128,7 +148,7 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
             t = b.target or target
             prev = ex.name(current[t])
             g = group_indicator(scenario, b.group)
-            fnr, fpr = f[f"{base}.false_negative_rate"], f[f"{base}.false_positive_rate"]
+            fnr, fpr = f(f"{base}.false_negative_rate"), f(f"{base}.false_positive_rate")
             steps.append(Step(u, "uniform01", stream=stream, store=None))
             flipped = ex.call("where", ex.call("==", prev, ex.const(1.0)),
                               ex.call(">=", ex.name(u), fnr), ex.call("<", ex.name(u), fpr))
@@ -142,7 +162,7 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
         elif isinstance(b, MeasurementBias):
             prev = ex.name(current[b.feature])
             g = group_indicator(scenario, b.group)
-            scale, offset, sd = (f[f"{base}.scale"], f[f"{base}.offset"], f[f"{base}.noise_sd"])
+            scale, offset, sd = (f(f"{base}.scale"), f(f"{base}.offset"), f(f"{base}.noise_sd"))
             distorted = ex.call("+", ex.call("*", scale, prev), offset)
             if not (sd.op == "const" and sd.value == 0.0):
                 z = f"_z_{i}"
@@ -156,7 +176,7 @@ def observation_steps(scenario: Scenario, population: str, biased: bool,
             prev = ex.name(current[b.feature])
             g = group_indicator(scenario, b.group)
             steps.append(Step(u, "uniform01", stream=stream, store=None))
-            missing = ex.call("and", g, ex.call("<", ex.name(u), f[f"{base}.rate"]))
+            missing = ex.call("and", g, ex.call("<", ex.name(u), f(f"{base}.rate")))
             out = f"_{b.feature}_{i}"
             steps.append(Step(out, "deterministic",
                               {"value": ex.call("where", missing, ex.const(math.nan), prev)}, store=None))

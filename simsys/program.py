@@ -57,7 +57,9 @@ class Step:
     ``kind`` is one of: ``bernoulli`` (args p), ``bernoulli_logit`` (logit), ``categorical``
     (weights: list), ``categorical_logits`` (logits: list), ``normal`` (mean, sd), ``lognormal``
     (meanlog, sdlog), ``poisson`` (rate), ``uniform`` (low, high), ``uniform01`` (no args: the raw
-    uniform of the stream), ``deterministic`` (value), ``load`` (the value comes from an input array).
+    uniform of the stream), ``deterministic`` (value), ``probability`` (value, and ``path``, the key
+    path named when the value is NaN for some patient), ``load`` (the value comes from an input
+    array).
     ``store`` says how the value is written out: ``"f"`` float64, ``"u"`` uint8, None (not written).
     ``stream`` names the random stream (None for steps without noise).
     """
@@ -84,7 +86,8 @@ class Program:
     columns_u: list[str]
     loads: list[str]
     sources: list[str | None] = field(default_factory=list)
-    """For each instruction, the step and field it samples (``y.logit``), for error messages."""
+    """For each instruction that can meet unusable values, the key path of the field it reads
+    (``nodes.y.logit``, ``biases[1].false_negative_rate``), for error messages."""
 
     def consts(self, params: dict[str, float]) -> np.ndarray:
         """The constant table for these param values."""
@@ -145,7 +148,7 @@ class _Builder:
     def emit(self, op: int, dst: int, a: int = 0, b: int = 0, c: int = 0, stream: str | None = None):
         self.code.append((op, dst, a, b, c))
         self.streams.append(stream)
-        self.sources.append(self.source if stream is not None else None)
+        self.sources.append(self.source if (stream is not None or op == K.OP_NANCHECK) else None)
 
     def is_const(self, e: ex.Expr) -> bool:
         return not (e.names() - self.params)
@@ -308,9 +311,12 @@ class _Builder:
         d = self.reg[s.name]
         a = s.args
         st = s.stream
-        self.source = f"{s.name}.{_FIELD.get(s.kind, s.kind)}"
+        self.source = a.get("path") or f"nodes.{s.name}.{_FIELD.get(s.kind, s.kind)}"
         if s.kind == "deterministic":
             self.to_reg(a["value"], d)
+        elif s.kind == "probability":  # a per-patient probability: a NaN is an error, not a 0
+            self.to_reg(a["value"], d)
+            self.emit(K.OP_NANCHECK, d, d)
         elif s.kind == "load":
             self.emit(K.OP_LOAD, d, a["input"])
         elif s.kind == "bernoulli":

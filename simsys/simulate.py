@@ -342,6 +342,7 @@ _ALLOWED = {
     "logits": "logits must be numbers below +inf",
     "rate": f"a rate must be a number in [0, {POISSON_MAX_RATE:g}]",
 }
+_PROBABILITY = "a probability must be a number (values outside [0, 1] act as 0 or 1)"
 
 
 def _unusable_values(plan: Plan, problems: list[np.ndarray]) -> ScenarioError:
@@ -353,15 +354,16 @@ def _unusable_values(plan: Plan, problems: list[np.ndarray]) -> ScenarioError:
         errs[:, 0] += e[:, 0]
     j = int(np.flatnonzero(errs[:, 0])[0])
     rows, pid, why = (int(v) for v in errs[j])
-    source = plan.program.sources[j] or "?"
-    node, _, fld = source.partition(".")
+    path = plan.program.sources[j] or "?"
+    fld = path.rsplit(".", 1)[-1]
     what = _WHY.get(why, "an unusable value")
     if fld == "logits" and why == BAD_NAN:
         what = "NaN (or +inf)"
+    allowed = _ALLOWED.get(fld, "a usable number") if path.startswith("nodes.") else _PROBABILITY
     patients = "patient" if rows == 1 else "patients"
-    return ScenarioError(plan.scenario.source, f"nodes.{node}.{fld}",
+    return ScenarioError(plan.scenario.source, path,
                          f"{what} for {rows} {patients} of population {plan.population!r} "
-                         f"(first: patient_id {pid}); {_ALLOWED.get(fld, 'a usable number')}")
+                         f"(first: patient_id {pid}); {allowed}")
 
 
 def _run_chunks(run, copy_rows, n: int, threads: int, filtering: bool, out_f, out_u, pid) -> int:

@@ -406,6 +406,26 @@ def test_an_unusable_value_fails_naming_node_count_and_first_patient(node, bad, 
     assert _sample_error(sc) == want
 
 
+@pytest.mark.parametrize(("bias", "path"), [
+    ({"type": "label", "false_negative_rate": "sqrt(x) / 10"}, "biases[0].false_negative_rate"),
+    ({"type": "label", "false_positive_rate": "sqrt(x) / 10"}, "biases[0].false_positive_rate"),
+    ({"type": "representation", "keep": "sqrt(x)"}, "biases[0].keep"),
+    ({"type": "representation", "keep_positive": "sqrt(x)"}, "biases[0].keep_positive"),
+    ({"type": "missingness", "feature": "x", "rate": "sqrt(x)"}, "biases[0].rate"),
+])
+def test_a_nan_bias_probability_fails_instead_of_meaning_never(bias, path):
+    d = {"name": "bad", "seed": 5,
+         "nodes": {"x": {"kind": "normal", "mean": 0, "sd": 1}, "g": {"kind": "bernoulli", "p": 0.5}},
+         "roles": {"group": "g", "target": "g", "features": ["x"]}, "biases": [bias],
+         "populations": {"train": {"n": 3000, "biased": True}}}
+    sc = simsys.from_dict(d, source="bad.yaml")
+    x = simsys.sample(sc, biased=False)["x"].to_numpy()
+    bad = np.flatnonzero(x < 0)
+    assert _sample_error(sc) == (
+        f"bad.yaml: {path}: NaN for {len(bad)} patients of population 'train' (first: patient_id "
+        f"{bad[0]}); a probability must be a number (values outside [0, 1] act as 0 or 1)")
+
+
 def test_the_count_and_first_patient_are_merged_across_threads_and_chunks():
     n = 300_000  # several chunks of 65,536 rows on two threads
     sc, x = _one_parent({"kind": "bernoulli", "p": "sqrt(x + 3)"}, n=n)

@@ -73,6 +73,7 @@ OP_UNIF = 44  # d = a + (b - a) * u
 OP_POIS = 45  # d ~ Poisson(a)
 OP_CAT = 46  # d = category drawn with weights in registers a .. a+c-1 (c categories)
 OP_UNIFORM01 = 47  # d = u (the raw uniform; used by bias mechanisms)
+OP_NANCHECK = 48  # record the rows where register a is NaN (a per-patient bias probability)
 
 # --- unusable values -------------------------------------------------------------------------------
 # The kernel never raises: a random instruction that meets a value it cannot sample from (a NaN
@@ -293,6 +294,14 @@ def _pass_bern_logit(key, ctr, x, d, m):
         xi = x[i]
         d[i] = 1.0 if _uniform(key, ctr[i]) * (1.0 + _exp(-xi)) < 1.0 else 0.0
         bad += xi != xi
+    return bad
+
+
+@_kernel
+def _count_nan(x, m):
+    bad = 0
+    for i in range(m):
+        bad += x[i] != x[i]
     return bad
 
 
@@ -643,6 +652,10 @@ def _run_program(code, keys, consts, n_regs, ctr0, row_ids, inputs, store_reg, s
                 _pass_unif(keys[j], ctr, regs[ia], regs[ib], d, m)
             elif op == OP_UNIFORM01:
                 _pass_uniform(keys[j], ctr, d, m)
+            elif op == OP_NANCHECK:
+                nb = _count_nan(regs[ia], m)
+                if nb > 0:
+                    _note_nan(errs, j, regs[ia], ctr, m, nb)
             elif op == OP_POIS:
                 key = keys[j]
                 x = regs[ia]
