@@ -331,7 +331,7 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
 
 _REGISTER_BYTES = 64 << 20
 
-_WHY = {  # reason codes of simsys.kernels.interpreter -> (what was found, per field kind)
+_WHY = {  # the kernel's reason codes (simsys.kernels.interpreter.BAD_*) -> what was found
     BAD_NAN: "NaN", BAD_NEGATIVE: "a negative value", BAD_ZERO_SUM: "all weights 0",
     BAD_INFINITE: "an infinite weight", BAD_TOO_LARGE: f"a rate above {POISSON_MAX_RATE:g}",
 }
