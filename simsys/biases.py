@@ -58,6 +58,9 @@ KEEP = "_keep"
 VIEWS = ("biased", "clean", "tested")
 """How a population can be sampled; see the module docstring and :func:`bias_effects`."""
 
+_PROBABILITIES = {"keep", "keep_positive", "keep_negative", "false_negative_rate", "false_positive_rate", "rate"}
+"""Bias fields that are probabilities: where one is NaN for a patient, sampling fails."""
+
 
 @dataclass(frozen=True)
 class ObservationPlan:
@@ -148,12 +151,30 @@ def observation_steps(scenario: Scenario, population: str, view: str,
     of a 0/1 variable stays compact unless a bias can make it non-binary (noise, NaN).
     """
     spec = scenario.spec
-    f = scenario.formulas
     target = spec.roles.target
     current = {v: v for v in observed_variables(scenario)}
     steps: list[Step] = []
     flags: list[ex.Expr] = []
     observe, keeps = bias_effects(scenario, population, view)
+    params = set(spec.params)
+
+    made: set[str] = set()
+
+    def f(key: str, default: ex.Expr | None = None) -> ex.Expr | None:
+        """The formula at ``key``; a bias probability that depends on nodes is computed once in a
+        step of its own, which fails the sampling where it is NaN (compared with a uniform, a NaN
+        would silently mean 'never')."""
+        e = scenario.formulas.get(key)
+        if e is None:
+            return default
+        if key.rsplit(".", 1)[-1] not in _PROBABILITIES or not (e.names() - params):
+            return e
+        name = "_p_" + key.replace("[", "").replace("]", "").replace(".", "_")
+        if name not in made:
+            made.add(name)
+            steps.append(Step(name, "probability", {"value": e, "path": key}, store=None))
+        return ex.name(name)
+
     for i, b in enumerate(spec.biases):
         if i not in observe and i not in keeps:
             continue
@@ -164,10 +185,10 @@ def observation_steps(scenario: Scenario, population: str, view: str,
         if isinstance(b, RepresentationBias):
             g = group_indicator(scenario, b.group)
             if b.keep is not None:
-                keep = f[f"{base}.keep"]
+                keep = f(f"{base}.keep")
             else:
-                kp = f.get(f"{base}.keep_positive", ex.const(1.0))
-                kn = f.get(f"{base}.keep_negative", ex.const(1.0))
+                kp = f(f"{base}.keep_positive", ex.const(1.0))
+                kn = f(f"{base}.keep_negative", ex.const(1.0))
                 # by: observed reads the label as the biases listed before this one left it
                 label = ex.name(current[target] if b.by == "observed" else target)
                 keep = ex.call("where", ex.call("==", label, ex.const(1.0)), kp, kn)
@@ -179,7 +200,7 @@ def observation_steps(scenario: Scenario, population: str, view: str,
             t = b.target or target
             prev = ex.name(current[t])
             g = group_indicator(scenario, b.group)
-            fnr, fpr = f[f"{base}.false_negative_rate"], f[f"{base}.false_positive_rate"]
+            fnr, fpr = f(f"{base}.false_negative_rate"), f(f"{base}.false_positive_rate")
             steps.append(Step(u, "uniform01", stream=stream, store=None))
             flipped = ex.call("where", ex.call("==", prev, ex.const(1.0)),
                               ex.call(">=", ex.name(u), fnr), ex.call("<", ex.name(u), fpr))
@@ -193,7 +214,7 @@ def observation_steps(scenario: Scenario, population: str, view: str,
         elif isinstance(b, MeasurementBias):
             prev = ex.name(current[b.feature])
             g = group_indicator(scenario, b.group)
-            scale, offset, sd = (f[f"{base}.scale"], f[f"{base}.offset"], f[f"{base}.noise_sd"])
+            scale, offset, sd = (f(f"{base}.scale"), f(f"{base}.offset"), f(f"{base}.noise_sd"))
             distorted = ex.call("+", ex.call("*", scale, prev), offset)
             if not (sd.op == "const" and sd.value == 0.0):
                 z = f"_z_{i}"
@@ -207,7 +228,7 @@ def observation_steps(scenario: Scenario, population: str, view: str,
             prev = ex.name(current[b.feature])
             g = group_indicator(scenario, b.group)
             steps.append(Step(u, "uniform01", stream=stream, store=None))
-            missing = ex.call("and", g, ex.call("<", ex.name(u), f[f"{base}.rate"]))
+            missing = ex.call("and", g, ex.call("<", ex.name(u), f(f"{base}.rate")))
             out = f"_{b.feature}_{i}"
             steps.append(Step(out, "deterministic",
                               {"value": ex.call("where", missing, ex.const(math.nan), prev)}, store=None))

@@ -13,7 +13,17 @@ from __future__ import annotations
 
 
 class SimsysError(Exception):
-    """Base class of every error a user of simsys can cause and fix."""
+    """Base class of every error a user of simsys can cause and fix.
+
+    Its text is always one line: a character that is not printable (a newline or another control
+    character in a name from a scenario file) is shown escaped, as Python writes it in a string.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ScenarioError(SimsysError):

@@ -6,13 +6,26 @@ added by a bias (``simsys.biases``). :func:`compile_steps` turns an ordered list
 param value changes only numbers, never the code), the stream name of every random instruction, and
 the layout of the output columns.
 
-Compilation rules, chosen for speed of the interpreter (each instruction is one pass over a block):
+Compilation rules. The compiled program computes exactly what the formula says, operation by
+operation in Python's order (``simsys.expressions.evaluate_constant`` on every patient's values, bit
+for bit): no rewrite that is exact only in real arithmetic (distributing ``k * (a + b)``, regrouping
+a sum, collecting its constants) is made, because it changes results by rounding, cancellation or
+overflow. Within that rule, for speed of the interpreter (each instruction is one pass over a block):
 
 - every sub-expression that uses no column (numbers and params only) is folded into one constant
-  slot, evaluated in Python when the program is bound to params;
-- sums of terms are kept in linear form: ``b0 + b1*x1 + ... + bk*xk`` is one SETC and one fused
-  AXPY (``d += b*x``) per term, whatever mix of params and numbers the coefficients are;
-- a Bernoulli with a logit, and a normal with its mean and sd, are single fused instructions.
+  slot, evaluated in Python, with the kernel's arithmetic, when the program is bound to params;
+- a chain ``b0 + b1*x1 - b2*x2 + ...`` is one SETC and one fused AXPY (``d += b*x``) per term, which
+  is the same arithmetic as the formula (``d + b*x``, ``d - b*x == d + (-b)*x``);
+- a chain of binary operators is compiled in a loop over its left spine, so a flat sum of thousands
+  of terms does not recurse (only genuinely nested operands do, and their depth is limited by the
+  parser);
+- a Bernoulli with a logit, and a normal with its mean and sd, are single fused instructions;
+- a categorical node's logits are shifted by their maximum when it is beyond +-700 (the softmax is
+  unchanged, and the weights neither overflow nor all underflow); otherwise they are used as given.
+
+Every random instruction also knows the key path of the field it reads (``nodes.y.logit``), so that a
+value the kernel finds unusable (a NaN probability, a negative weight) is reported where it was
+written (see ``simsys.simulate``).
 """
 
 from __future__ import annotations
@@ -44,7 +57,9 @@ class Step:
     ``kind`` is one of: ``bernoulli`` (args p), ``bernoulli_logit`` (logit), ``categorical``
     (weights: list), ``categorical_logits`` (logits: list), ``normal`` (mean, sd), ``lognormal``
     (meanlog, sdlog), ``poisson`` (rate), ``uniform`` (low, high), ``uniform01`` (no args: the raw
-    uniform of the stream), ``deterministic`` (value), ``load`` (the value comes from an input array).
+    uniform of the stream), ``deterministic`` (value), ``probability`` (value, and ``path``, the key
+    path named when the value is NaN for some patient), ``load`` (the value comes from an input
+    array).
     ``store`` says how the value is written out: ``"f"`` float64, ``"u"`` uint8, None (not written).
     ``stream`` names the random stream (None for steps without noise).
     """
@@ -70,6 +85,9 @@ class Program:
     columns_f: list[str]
     columns_u: list[str]
     loads: list[str]
+    sources: list[str | None] = field(default_factory=list)
+    """For each instruction that can meet unusable values, the key path of the field it reads
+    (``nodes.y.logit``, ``biases[1].false_negative_rate``), for error messages."""
 
     def consts(self, params: dict[str, float]) -> np.ndarray:
         """The constant table for these param values."""
@@ -109,6 +127,8 @@ class _Builder:
         self.streams: list[str | None] = []
         self.consts: list[ex.Expr] = []
         self.const_index: dict[str, int] = {}
+        self.sources: list[str | None] = []
+        self.source: str | None = None
 
     # -- registers and constants
     def temp(self, count: int = 1) -> int:
@@ -128,6 +148,7 @@ class _Builder:
     def emit(self, op: int, dst: int, a: int = 0, b: int = 0, c: int = 0, stream: str | None = None):
         self.code.append((op, dst, a, b, c))
         self.streams.append(stream)
+        self.sources.append(self.source if (stream is not None or op == K.OP_NANCHECK) else None)
 
     def is_const(self, e: ex.Expr) -> bool:
         return not (e.names() - self.params)
@@ -150,44 +171,15 @@ class _Builder:
                 return src
             self.emit(K.OP_COPY, dst, src)
             return dst
-        # x / k stays a true division (not x * (1/k)): 3 / 10 must equal 0.3, as in NumPy
-        if e.op in ("+", "-", "neg") or (e.op == "*" and (self.is_const(e.args[0]) or self.is_const(e.args[1]))):
-            return self.linear(e, dst)
+        if e.op in _CHAIN:
+            return self.chain(e, dst)
         d_new = lambda: self.temp() if dst is None else dst  # noqa: E731
         a = e.args
-        if e.op in ("*", "/", "**"):
-            if e.op == "/" and self.is_const(a[0]):
-                x = self.to_reg(a[1])
-                d = d_new()
-                self.emit(K.OP_RDIVC, d, x, self.slot(a[0]))
-                return d
-            if e.op == "**" and self.is_const(a[1]):
-                x = self.to_reg(a[0])
-                d = d_new()
-                self.emit(K.OP_POWC, d, x, self.slot(a[1]))
-                return d
-            if e.op == "**" and self.is_const(a[0]):
-                x = self.to_reg(a[1])
-                d = d_new()
-                self.emit(K.OP_RPOWC, d, x, self.slot(a[0]))
-                return d
-            x, y = self.to_reg(a[0]), self.to_reg(a[1])
+        if e.op == "neg":
+            coef, col = _term(e, self.is_const)
+            x = self.to_reg(col)
             d = d_new()
-            self.emit({"*": K.OP_MUL, "/": K.OP_DIV, "**": K.OP_POW}[e.op], d, x, y)
-            return d
-        if e.op in _CMP:
-            if self.is_const(a[1]):
-                x = self.to_reg(a[0])
-                d = d_new()
-                self.emit(_CMPC[e.op], d, x, self.slot(a[1]))
-            elif self.is_const(a[0]):
-                x = self.to_reg(a[1])
-                d = d_new()
-                self.emit(_CMPC[_FLIP[e.op]], d, x, self.slot(a[0]))
-            else:
-                x, y = self.to_reg(a[0]), self.to_reg(a[1])
-                d = d_new()
-                self.emit(_CMP[e.op], d, x, y)
+            self.emit(K.OP_SCALE, d, x, self.slot(coef))  # (-k)*x == -(k*x), exactly
             return d
         if e.op in ("and", "or"):
             acc = self.to_reg(a[0])
@@ -205,17 +197,6 @@ class _Builder:
             d = d_new()
             self.emit(_UNARY[e.op], d, x)
             return d
-        if e.op in ("min", "max"):
-            c0, c1 = self.is_const(a[0]), self.is_const(a[1])
-            if c0 or c1:
-                x = self.to_reg(a[1] if c0 else a[0])
-                d = d_new()
-                self.emit(K.OP_MINC if e.op == "min" else K.OP_MAXC, d, x, self.slot(a[0] if c0 else a[1]))
-                return d
-            x, y = self.to_reg(a[0]), self.to_reg(a[1])
-            d = d_new()
-            self.emit(K.OP_MIN if e.op == "min" else K.OP_MAX, d, x, y)
-            return d
         if e.op == "clip":
             return self.to_reg(ex.call("min", ex.call("max", a[0], a[1]), a[2]), dst)
         if e.op == "where":
@@ -225,52 +206,104 @@ class _Builder:
             return d
         raise SimsysError(f"internal: cannot compile operator {e.op!r}")  # pragma: no cover
 
-    def linear(self, e: ex.Expr, dst: int | None) -> int:
-        c0, terms = self._lin(e)
-        regs = [(coef, self.to_reg(col)) for coef, col in terms]
-        d = self.temp() if dst is None else dst
-        if any(r == d for _, r in regs):  # never accumulate onto an input
-            d = self.temp()
-        c0 = _fold(c0)
-        first, rest = regs[0], regs[1:]
-        if c0.op == "const" and c0.value == 0.0:
-            coef = _fold(first[0])
-            if coef.op == "const" and coef.value == 1.0:
-                self.emit(K.OP_COPY, d, first[1])
-            else:
-                self.emit(K.OP_SCALE, d, first[1], self.slot(coef))
-        else:
-            self.emit(K.OP_SETC, d, self.slot(c0))
-            rest = regs
-        for coef, r in rest:
-            self.emit(K.OP_AXPY, d, r, self.slot(coef))
-        if dst is not None and d != dst:
-            self.emit(K.OP_COPY, dst, d)
-            return dst
-        return d
+    def chain(self, e: ex.Expr, dst: int | None) -> int:
+        """A chain of binary operators ``((x0 op1 r1) op2 r2) ...``, walked along its left spine.
 
-    def _lin(self, e: ex.Expr):
-        """(constant part, [(coefficient, column expression)]) of a sum of terms."""
-        if self.is_const(e):
-            return e, []
-        if e.op in ("+", "-"):
-            c1, t1 = self._lin(e.args[0])
-            c2, t2 = self._lin(e.args[1])
-            if e.op == "+":
-                return ex.call("+", c1, c2), t1 + t2
-            return ex.call("-", c1, c2), t1 + [(ex.call("neg", k), x) for k, x in t2]
-        if e.op == "neg":
-            c, t = self._lin(e.args[0])
-            return ex.call("neg", c), [(ex.call("neg", k), x) for k, x in t]
-        if e.op == "*" and self.is_const(e.args[0]):
-            c, t = self._lin(e.args[1])
-            k = e.args[0]
-            return ex.call("*", k, c), [(ex.call("*", k, kk), x) for kk, x in t]
-        if e.op == "*" and self.is_const(e.args[1]):
-            c, t = self._lin(e.args[0])
-            k = e.args[1]
-            return ex.call("*", k, c), [(ex.call("*", k, kk), x) for kk, x in t]
-        return _ZERO, [(_ONE, e)]
+        The value accumulates in two registers used in turn (an instruction never writes onto its
+        own input, which would keep LLVM from vectorising it), except for ``+``/``-`` of a column
+        term, which is an in-place AXPY; the last instruction writes into ``dst``.
+        """
+        spine = [e]
+        while spine[-1].args[0].op in _CHAIN and not self.is_const(spine[-1].args[0]):
+            spine.append(spine[-1].args[0])
+        steps = spine[::-1]  # innermost first
+        inplace = [False] + [s.op in ("+", "-") and not self.is_const(s.args[1]) for s in steps[1:]]
+        final = self.temp() if dst is None else dst
+        partner: list[int] = []
+
+        def other(r: int) -> int:
+            if r != final:
+                return final
+            if not partner:
+                partner.append(self.temp())
+            return partner[0]
+
+        out = [0] * len(steps)
+        cur = final
+        for i in range(len(steps) - 1, -1, -1):
+            out[i] = cur
+            if i > 0 and not inplace[i]:
+                cur = other(cur)
+        self.bottom(steps[0], out[0])
+        for i in range(1, len(steps)):
+            self.combine(steps[i].op, out[i - 1], steps[i].args[1], out[i])
+        return final
+
+    def bottom(self, e: ex.Expr, d: int) -> None:
+        """``e = L op R`` (not both constant) into register ``d``."""
+        op, (left, right) = e.op, e.args
+        if self.is_const(left):
+            k = left
+            if op in ("+", "-"):
+                coef, col = _term(right, self.is_const)
+                x = self.to_reg(col)
+                self.emit(K.OP_SETC, d, self.slot(k))
+                self.emit(K.OP_AXPY, d, x, self.slot(coef if op == "+" else ex.call("neg", coef)))
+                return
+            x = self.to_reg(right)
+            if op == "*":
+                self.emit(K.OP_SCALE, d, x, self.slot(k))
+            elif op == "/":
+                self.emit(K.OP_RDIVC, d, x, self.slot(k))
+            elif op == "**":
+                self.emit(K.OP_RPOWC, d, x, self.slot(k))
+            elif op in _CMPC:
+                self.emit(_CMPC[_FLIP[op]], d, x, self.slot(k))
+            else:  # min, max
+                self.emit(K.OP_MINC if op == "min" else K.OP_MAXC, d, x, self.slot(k))
+            return
+        x = self.to_reg(left)
+        if op in ("+", "-") and not self.is_const(right):
+            coef, col = _term(right, self.is_const)
+            y = self.to_reg(col)
+            if coef.op == "const" and coef.value == 1.0:
+                self.emit(K.OP_ADD if op == "+" else K.OP_SUB, d, x, y)
+            else:
+                self.emit(K.OP_COPY, d, x)
+                self.emit(K.OP_AXPY, d, y, self.slot(coef if op == "+" else ex.call("neg", coef)))
+            return
+        self.combine(op, x, right, d)
+
+    def combine(self, op: str, x: int, right: ex.Expr, d: int) -> None:
+        """``d = x op right`` for a register ``x``; ``d == x`` only for the in-place AXPY of + and -."""
+        if self.is_const(right):
+            k = right
+            if op in ("+", "-"):  # x - k == x + (-k), exactly
+                self.emit(K.OP_ADDC, d, x, self.slot(k if op == "+" else ex.call("neg", k)))
+            elif op == "*":
+                self.emit(K.OP_SCALE, d, x, self.slot(k))
+            elif op == "/":  # a true division (not x * (1/k)): 3 / 10 must equal 0.3
+                self.emit(K.OP_DIV, d, x, self.to_reg(k))
+            elif op == "**":
+                self.emit(K.OP_POWC, d, x, self.slot(k))
+            elif op in _CMPC:
+                self.emit(_CMPC[op], d, x, self.slot(k))
+            else:
+                self.emit(K.OP_MINC if op == "min" else K.OP_MAXC, d, x, self.slot(k))
+            return
+        if op in ("+", "-"):
+            if d != x:  # pragma: no cover - chain() accumulates sums in place
+                self.emit(K.OP_COPY, d, x)
+            coef, col = _term(right, self.is_const)
+            y = self.to_reg(col)
+            self.emit(K.OP_AXPY, d, y, self.slot(coef if op == "+" else ex.call("neg", coef)))
+            return
+        y = self.to_reg(right)
+        if op in _CMP:
+            self.emit(_CMP[op], d, x, y)
+        else:
+            self.emit({"*": K.OP_MUL, "/": K.OP_DIV, "**": K.OP_POW, "min": K.OP_MIN,
+                       "max": K.OP_MAX}[op], d, x, y)
 
     # -- steps
     def step(self, s: Step) -> None:
@@ -278,8 +311,12 @@ class _Builder:
         d = self.reg[s.name]
         a = s.args
         st = s.stream
+        self.source = a.get("path") or f"nodes.{s.name}.{_FIELD.get(s.kind, s.kind)}"
         if s.kind == "deterministic":
             self.to_reg(a["value"], d)
+        elif s.kind == "probability":  # a per-patient probability: a NaN is an error, not a 0
+            self.to_reg(a["value"], d)
+            self.emit(K.OP_NANCHECK, d, d)
         elif s.kind == "load":
             self.emit(K.OP_LOAD, d, a["input"])
         elif s.kind == "bernoulli":
@@ -309,29 +346,91 @@ class _Builder:
                 for i, w in enumerate(items):
                     self.to_reg(w, base + i)
             else:
-                logits = [self.to_reg(w) for w in items]
-                for i, r in enumerate(logits):
-                    self.emit(K.OP_EXP, base + i, r)
+                self.softmax_weights(items, base)
             self.emit(K.OP_CAT, d, base, 0, len(items), stream=st)
         else:
             raise SimsysError(f"internal: unknown step kind {s.kind!r}")  # pragma: no cover
 
 
-def _fold(e: ex.Expr) -> ex.Expr:
-    """Fold number-only sub-expressions into numbers (params stay symbolic)."""
-    if e.op in ("const", "name"):
-        return e
-    args = tuple(_fold(a) for a in e.args)
-    e = ex.Expr(e.op, args=args)
-    if all(a.op == "const" for a in args):
-        return ex.const(ex.evaluate_constant(e, {}))
+    def softmax_weights(self, logits: list[ex.Expr], base: int) -> None:
+        """Weights ``exp(l_i - s)`` into registers ``base..``, ``s`` = the largest logit when it is
+        beyond +-700, else 0 (``l - 0 == l``: the usual case computes ``exp(l_i)`` exactly as given).
+
+        The shift keeps the softmax and stops the weights from overflowing (all of them at exp's
+        clamp, 709) or underflowing (all at -708) when the logits are large: up to 256 weights of at
+        most e**700 sum to a finite number.
+        """
+        m = logits[0]
+        for w in logits[1:]:
+            m = ex.call("max", m, w)
+        if self.is_const(m):  # constant logits: fold the weights
+            shift = ex.call("where", ex.call(">", ex.call("abs", m), _SHIFT_AT), m, _ZERO)
+            for i, w in enumerate(logits):
+                self.emit(K.OP_SETC, base + i, self.slot(ex.call("exp", ex.call("-", w, shift))))
+            return
+        regs = [self.to_reg(w) for w in logits]
+        acc = regs[0]
+        for r in regs[1:]:
+            nxt = self.temp()
+            self.emit(K.OP_MAX, nxt, acc, r)
+            acc = nxt
+        a, g, z, shift = (self.temp() for _ in range(4))
+        self.emit(K.OP_ABS, a, acc)
+        self.emit(K.OP_GTC, g, a, self.slot(_SHIFT_AT))
+        self.emit(K.OP_SETC, z, self.slot(_ZERO))
+        self.emit(K.OP_WHERE, shift, g, acc, z)
+        for i, r in enumerate(regs):
+            t = self.temp()
+            self.emit(K.OP_SUB, t, r, shift)
+            self.emit(K.OP_EXP, base + i, t)
+
+
+_CHAIN = {"+", "-", "*", "/", "**", "<", "<=", ">", ">=", "==", "!=", "min", "max"}
+"""Binary operators whose left operand may be a long chain (compiled along the spine, no recursion)."""
+
+_SHIFT_AT = ex.const(700.0)
+
+_FIELD = {"bernoulli": "p", "bernoulli_logit": "logit", "categorical": "probs",
+          "categorical_logits": "logits", "poisson": "rate", "normal": "sd", "lognormal": "sdlog",
+          "uniform": "high"}
+"""The field named when a step's random instruction meets an unusable value (see simulate)."""
+
+
+def _term(e: ex.Expr, is_const) -> tuple[ex.Expr, ex.Expr]:
+    """``e`` as ``coefficient * column`` when it is one exactly: ``k*x``, ``x*k``, ``-x``, ``-(k*x)``
+    (``(-k)*x == -(k*x)`` in floating point); otherwise ``(1, e)``."""
+    sign = False
+    while e.op == "neg":
+        sign = not sign
+        e = e.args[0]
+    coef, col = _ONE, e
     if e.op == "*":
-        for i in (0, 1):
-            if args[i].op == "const" and args[i].value == 1.0:
-                return args[1 - i]
-    if e.op == "neg" and args[0].op == "neg":
-        return args[0].args[0]
-    return e
+        if is_const(e.args[0]) and not is_const(e.args[1]):
+            coef, col = e.args[0], e.args[1]
+        elif is_const(e.args[1]) and not is_const(e.args[0]):
+            coef, col = e.args[1], e.args[0]
+    if sign:
+        coef = ex.const(-coef.value) if coef.op == "const" else ex.call("neg", coef)
+    return coef, col
+
+
+def _fold(e: ex.Expr) -> ex.Expr:
+    """Fold number-only sub-expressions into numbers (params stay symbolic), with the kernel's
+    arithmetic (``simsys.expressions.evaluate_constant``); only exact simplifications besides."""
+
+    def node(x: ex.Expr, args: list[ex.Expr]) -> ex.Expr:
+        y = ex.Expr(x.op, args=tuple(args))
+        if all(a.op == "const" for a in args):
+            return ex.const(ex.evaluate_constant(y, {}))
+        if y.op == "*":
+            for i in (0, 1):
+                if args[i].op == "const" and args[i].value == 1.0:  # 1 * x == x, exactly
+                    return args[1 - i]
+        if y.op == "neg" and args[0].op == "neg":
+            return args[0].args[0]
+        return y
+
+    return ex._postorder(e, lambda x: x, node)
 
 
 def compile_steps(steps: list[Step], *, params: set[str],
@@ -357,7 +456,7 @@ def compile_steps(steps: list[Step], *, params: set[str],
         code=np.ascontiguousarray(code), streams=b.streams, const_exprs=b.consts, n_regs=b.max_reg,
         store_reg=np.array(store_reg, dtype=np.int64), store_kind=np.array(store_kind, dtype=np.int64),
         store_row=np.array(store_row, dtype=np.int64), columns_f=cols_f, columns_u=cols_u,
-        loads=[s.name for s in steps if s.kind == "load"],
+        loads=[s.name for s in steps if s.kind == "load"], sources=b.sources,
     )
 
 

@@ -6,13 +6,20 @@ variables play for a model (``roles``), the biases injected into the data a mode
 ``experiment``. The format is documented, with a complete example, in ``docs/scenario-format.md``;
 ``simsys schema`` prints its JSON Schema (generated from the pydantic models below).
 
-Validation happens in two layers, both reporting one-line errors that name the file, the key path,
-what was found and what is allowed (:class:`simsys.errors.ScenarioError`):
+Validation happens in three layers, each reporting one-line errors that name the file, the key
+path (or line), what was found and what is allowed (:class:`simsys.errors.ScenarioError`):
 
+0. the file (a scenario file is untrusted input): at most :data:`MAX_FILE_BYTES` bytes, UTF-8, YAML
+   read by :class:`_ScenarioLoader`, which refuses anchors and aliases (a few hundred bytes of them
+   expand into gigabytes: the "billion laughs"), merge keys, duplicate keys, tags beyond plain
+   data, and nesting deeper than :data:`MAX_YAML_DEPTH`;
 1. shape (pydantic): unknown keys, wrong types, unknown node kinds or bias types;
-2. meaning (this module): formulas parse and use only known names, probabilities lie in [0, 1],
-   sds are non-negative, roles and bias selectors name real nodes and categories, the graph is
-   acyclic (``simsys.graph``).
+2. meaning (this module): names are ASCII identifiers of at most :data:`MAX_NAME_LENGTH`
+   characters; formulas parse and use only known names; constants are finite, probabilities lie in
+   [0, 1], sds are non-negative, Poisson rates at most ``POISSON_MAX_RATE``; a categorical node has
+   at most :data:`MAX_CATEGORIES` distinct categories; roles and bias selectors name real nodes and
+   categories; the graph is acyclic (``simsys.graph``). Every check is linear in the size of the
+   scenario (25,000 nodes validate in about a second).
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import hashlib
 import json
 import keyword
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simsys import expressions as ex
 from simsys.errors import ExpressionError, ScenarioError
+from simsys.kernels.interpreter import POISSON_MAX_RATE
 
 Number = float | str
 """A number, or a formula in the expression language (a string)."""
@@ -40,8 +50,23 @@ Number = float | str
 Selector = dict[str, int | str]
 """A group: node -> value (a 0/1 value, a category code, or a category name); several keys = AND."""
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)  # used with fullmatch: no "$", no "\n"
+MAX_NAME_LENGTH = 64
+"""Longest name (scenario, node, param, population, bias): names become file and column names."""
+MAX_CATEGORIES = 256
+"""Most categories of a categorical node (codes are stored in one byte)."""
+MAX_FILE_BYTES = 1 << 20
+"""Largest scenario file read (1 MiB; a scenario is a few kB)."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of YAML mappings and lists in a scenario file."""
 RESERVED_SUFFIX = "_observed"
+
+
+def is_identifier(name: object) -> bool:
+    """Whether ``name`` is a usable name: ASCII letters, digits and ``_``, not starting with a digit,
+    at most :data:`MAX_NAME_LENGTH` characters (checked on the raw text: no trailing newline, no
+    Unicode look-alike)."""
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and _IDENT.fullmatch(name) is not None
 
 
 class _Spec(BaseModel):
@@ -72,7 +97,8 @@ class CategoricalNode(_NodeBase):
     """A category, stored as its code 0..K-1 (in formulas: the code, or ``node_category`` indicators)."""
 
     kind: Literal["categorical"]
-    categories: list[str] = Field(..., min_length=2)
+    categories: list[str] = Field(..., min_length=2, max_length=MAX_CATEGORIES,
+                                  description=f"2 to {MAX_CATEGORIES} distinct names.")
     probs: list[Number] | None = Field(None, description="One weight per category (normalised).")
     logits: list[Number] | None = Field(None, description="One log-weight per category (softmax).")
 
@@ -388,24 +414,131 @@ def _did_you_mean(key: Any, options: Mapping) -> str:
     return ""
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file simsys is given (a scenario, a battery) with the same safe loader and the
-    same one-line errors as scenario files; returns the parsed data."""
+class _YamlRefused(Exception):
+    """Something the scenario loader refuses, at a place in the file (a mark) or a key path."""
+
+    def __init__(self, message: str, mark=None, path: str = ""):
+        super().__init__(message)
+        self.message, self.mark, self.path = message, mark, path
+
+
+class _ScenarioLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, stricter: plain data only, and nothing that multiplies in memory.
+
+    Refused, each with the line where it occurs: anchors and aliases (``&a`` / ``*a``: the "billion
+    laughs" expansion), merge keys (``<<``), a key given twice in one mapping (YAML's own rule is
+    that the last wins, silently), non-scalar keys, nesting deeper than :data:`MAX_YAML_DEPTH`, and
+    the tags that build anything but strings, numbers, booleans, null, lists and mappings
+    (``!!binary``, ``!!set``, ...). Timestamps stay text (``2024-05-01`` is not a date here).
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _YamlRefused(f"YAML alias '*{event.anchor}' is not allowed; write the value out "
+                               "(anchors and aliases are refused)", event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _YamlRefused(f"YAML anchor '&{event.anchor}' is not allowed; write the value out "
+                               "(anchors and aliases are refused)", event.start_mark)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YamlRefused(f"nested more than {MAX_YAML_DEPTH} levels deep; a scenario needs "
+                               "far fewer", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_keys(self, node)
+        return self.construct_document(node)
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to convert integers of more than 4300 digits
+            raise _YamlRefused(f"integer of {len(node.value)} characters; numbers must be finite "
+                               "(at most about 1.8e308)", node.start_mark) from None
+
+    def _refuse_tag(self, node):
+        raise _YamlRefused(f"YAML tag {node.tag!r} is not allowed; a scenario holds plain text, "
+                           "numbers, booleans, lists and mappings", node.start_mark)
+
+
+_ScenarioLoader.add_constructor("tag:yaml.org,2002:int", _ScenarioLoader.construct_yaml_int)
+_ScenarioLoader.add_constructor("tag:yaml.org,2002:timestamp", _ScenarioLoader.construct_scalar)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _ScenarioLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _ScenarioLoader._refuse_tag)
+del _tag
+
+
+def _key_text(key) -> str:
+    return key if isinstance(key, str) and _IDENT.fullmatch(key) else repr(key)
+
+
+def _check_keys(loader: yaml.SafeLoader, root) -> None:
+    """Refuse merge keys, non-scalar keys and duplicate keys (with the key path), iteratively."""
+    stack = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node.value))
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        seen: dict = {}
+        for knode, vnode in node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                raise _YamlRefused("YAML merge key '<<' is not allowed; write the keys out",
+                                   knode.start_mark)
+            if not isinstance(knode, yaml.ScalarNode):
+                raise _YamlRefused("a key must be a plain name or number, not a list or mapping",
+                                   knode.start_mark)
+            key = loader.construct_object(knode)
+            try:
+                first = seen.setdefault(key, knode)
+            except TypeError:  # pragma: no cover - scalars construct to hashable values
+                first = knode
+            sub = f"{path}.{_key_text(key)}" if path else _key_text(key)
+            if first is not knode:
+                raise _YamlRefused(
+                    f"duplicate key at line {knode.start_mark.line + 1} (first at line "
+                    f"{first.start_mark.line + 1}); give each key once", path=sub)
+            stack.append((vnode, sub))
+
+
+def _read_text(path: str | Path) -> str:
+    """The text of a file simsys is given to read (a scenario, a battery): a regular file of at
+    most 1 MiB, in UTF-8; one-line errors otherwise."""
     p = Path(path)
     source = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            raise ScenarioError(source, "", "not a regular file; expected a YAML file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ScenarioError(source, "", f"the file is {st.st_size:,} bytes; a file simsys reads may "
+                                f"be at most {MAX_FILE_BYTES:,} bytes (1 MiB)")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ScenarioError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ScenarioError(source, "", f"cannot read the file ({exc.__class__.__name__})") from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew since stat
+        raise ScenarioError(source, "", f"the file is more than {MAX_FILE_BYTES:,} bytes; a file simsys "
+                            f"reads may be at most {MAX_FILE_BYTES:,} bytes (1 MiB)")
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError(source, "", f"malformed YAML at {where}: {problem}") from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, "", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -414,26 +547,46 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises
     ------
     ScenarioError
-        With a one-line message naming the file, the key path, what was found and what is allowed.
+        With a one-line message naming the file, the key path (or line), what was found and what
+        is allowed.
     """
-    p = Path(path)
     source = str(path)
+    return from_dict(parse_yaml(_read_text(path), source), source=source)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read another YAML file simsys is given (a battery) with the scenario files' checks and
+    strict loader (:class:`_ScenarioLoader`); a list or a mapping at the top."""
+    source = str(path)
+    return parse_yaml(_read_text(path), source, top=(dict, list))
+
+
+def parse_yaml(text: str, source: str = "<scenario>", *, top: tuple = (dict,)) -> Any:
+    """The mapping a scenario's YAML text holds, read by :class:`_ScenarioLoader` (see there);
+    ``top`` the types allowed at the top of the document."""
+    loader = None
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(source, "", f"cannot read the file ({exc.__class__.__name__})") from None
-    try:
-        data = yaml.safe_load(text)
+        loader = _ScenarioLoader(text)  # the reader refuses control characters already here
+        data = loader.get_single_data()
+    except _YamlRefused as exc:
+        if exc.path:
+            raise ScenarioError(source, exc.path, exc.message) from None
+        m = exc.mark
+        raise ScenarioError(source, f"line {m.line + 1}, column {m.column + 1}", exc.message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError(source, "", f"malformed YAML at {where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(source, "", f"expected a mapping of scenario keys, got {type(data).__name__}")
-    return from_dict(data, source=source)
+    except RecursionError:  # pragma: no cover - nesting is limited above
+        raise ScenarioError(source, "", f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if not isinstance(data, top):
+        what = "a mapping of scenario keys" if top == (dict,) else "a list or a mapping"
+        raise ScenarioError(source, "", f"expected {what}, got {type(data).__name__}")
+    return data
 
 
 def from_dict(data: Mapping[str, Any], *, source: str = "<scenario>") -> Scenario:
@@ -473,9 +626,18 @@ def _from_pydantic(exc: ValidationError, source: str, data: Mapping | None = Non
                                                             else "; check the spelling against docs/scenario-format.md"))
     if err["type"] == "missing":
         return ScenarioError(source, path, "required key is missing")
+    if err["type"] == "too_long":
+        ctx = err.get("ctx", {})
+        what = "categories" if loc and loc[-1] == "categories" else "items"
+        why = " (a category is stored as a one-byte code)" if what == "categories" else ""
+        return ScenarioError(source, path, f"{ctx.get('actual_length')} {what}; at most "
+                                           f"{ctx.get('max_length')} allowed{why}")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    shown = json.dumps(found, default=str) if not isinstance(found, dict | list) else type(found).__name__
+    try:
+        shown = json.dumps(found, default=str) if not isinstance(found, dict | list) else type(found).__name__
+    except ValueError:  # an integer too long to print
+        shown = type(found).__name__
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return ScenarioError(source, path, f"{msg.rstrip('.')}, got {shown}")
@@ -516,7 +678,7 @@ def _fmt_path(loc) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _path_key(str(part))
     return out
 
 
@@ -526,7 +688,7 @@ NODE_FIELDS: dict[str, dict[str, tuple[float, float] | None]] = {
     "bernoulli": {"p": (0.0, 1.0), "logit": None},
     "normal": {"mean": None, "sd": (0.0, math.inf)},
     "lognormal": {"meanlog": None, "sdlog": (0.0, math.inf)},
-    "poisson": {"rate": (0.0, math.inf)},
+    "poisson": {"rate": (0.0, POISSON_MAX_RATE)},
     "uniform": {"low": None, "high": None},
     "deterministic": {"value": None},
 }
@@ -541,79 +703,152 @@ BIAS_FIELDS: dict[str, dict[str, tuple[float, float] | None]] = {
 
 
 def indicator_names(spec: ScenarioSpec) -> dict[str, tuple[str, int]]:
-    """``skin_tone_dark`` -> (``skin_tone``, 2): the 0/1 indicators of categorical nodes' categories."""
+    """``skin_tone_dark`` -> (``skin_tone``, 2): the 0/1 indicators of categorical nodes' categories
+    (those whose name is an identifier, see :func:`is_identifier`)."""
     out = {}
     for node, s in spec.nodes.items():
         if isinstance(s, CategoricalNode):
             for code, cat in enumerate(s.categories):
-                if _IDENT.match(cat):
-                    out[f"{node}_{cat}"] = (node, code)
+                if is_identifier(cat):
+                    out.setdefault(f"{node}_{cat}", (node, code))
     return out
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, shortened for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _path_key(name: object) -> str:
+    """A name as a segment of a key path: itself when it is an identifier, else quoted (and short)."""
+    return name if is_identifier(name) else _shown(name, 40)
+
+
+class _Allowed:
+    """The names a formula may use: ``known`` minus ``exclude``, without copying ``known`` (a
+    20,000-node scenario would otherwise copy 20,000 names per formula: quadratic)."""
+
+    def __init__(self, known: set[str], exclude: frozenset[str] | set[str] = frozenset()):
+        self.known, self.exclude = known, exclude
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.known and name not in self.exclude
+
+    def __iter__(self):
+        return (n for n in self.known if n not in self.exclude)
 
 
 def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
     def fail(path: str, msg: str):
         raise ScenarioError(source, path, msg)
 
-    if not _IDENT.match(spec.name):
-        fail("name", f"expected an identifier (letters, digits, _), got {spec.name!r}")
+    ident_rule = f"ASCII letters, digits and _, not starting with a digit, at most {MAX_NAME_LENGTH} characters"
+    if not is_identifier(spec.name):
+        fail("name", f"expected a name of {ident_rule}, got {_shown(spec.name)}")
     nodes = spec.nodes
     params = spec.params
     reserved = set(ex.FUNCTIONS) | {"True", "False", "None", "patient_id"}
     for kind, names in (("params", params), ("nodes", nodes)):
         for nm in names:
-            if not _IDENT.match(nm) or keyword.iskeyword(nm) or nm in reserved:
-                fail(f"{kind}.{nm}", f"{nm!r} is not a usable name; use letters, digits and _ "
+            if not is_identifier(nm) or keyword.iskeyword(nm) or nm in reserved:
+                fail(f"{kind}.{_path_key(nm)}", f"{_shown(nm)} is not a usable name; use {ident_rule} "
                      f"(not a keyword or one of {', '.join(sorted(reserved))})")
             if nm.startswith("_"):  # the plan's internal steps (_keep, _u_0, ...) use this prefix
                 fail(f"{kind}.{nm}", f"names starting with '_' are reserved for internal steps, got {nm!r}")
             if nm.endswith(RESERVED_SUFFIX):
                 fail(f"{kind}.{nm}", f"names ending in {RESERVED_SUFFIX!r} are reserved for observed values")
-    for nm in params:
+    for nm, v in params.items():
         if nm in nodes:
             fail(f"params.{nm}", f"{nm!r} is both a param and a node; rename one")
-    indicators = indicator_names(spec)
+        if not math.isfinite(v):
+            fail(f"params.{nm}", f"expected a finite number, got {v}")
+    for pop_name, pop in spec.populations.items():
+        if not is_identifier(pop_name):
+            fail(f"populations.{_path_key(pop_name)}", f"expected a population name of {ident_rule}, "
+                 f"got {_shown(pop_name)}")
+        for nm, v in pop.params.items():
+            if not math.isfinite(v):
+                fail(f"populations.{pop_name}.params.{_path_key(nm)}", f"expected a finite number, got {v}")
+    for i, b in enumerate(spec.biases):
+        if b.name is not None and not is_identifier(b.name):
+            fail(f"biases[{i}].name", f"expected a name of {ident_rule}, got {_shown(b.name)}")
+    by_name = {}
+    for i, b in enumerate(spec.biases):  # a bias's name names its random stream: one stream each
+        nm = b.name or f"{b.type}_{i}"
+        if nm in by_name:
+            fail(f"biases[{i}].name", f"{nm!r} is also the name of biases[{by_name[nm]}]; "
+                 "give each bias its own name")
+        by_name[nm] = i
+    indicators: dict[str, tuple[str, int]] = {}
+    own_indicators: dict[str, set[str]] = {}
+    for nm, s in nodes.items():
+        if not isinstance(s, CategoricalNode):
+            continue
+        first: dict[str, int] = {}
+        for code, cat in enumerate(s.categories):
+            if cat in first:
+                fail(f"nodes.{nm}.categories[{code}]", f"{_shown(cat)} is also categories[{first[cat]}]; "
+                     "categories must be distinct")
+            first[cat] = code
+            if not is_identifier(cat):
+                continue
+            ind = f"{nm}_{cat}"
+            if ind in indicators:
+                other = indicators[ind][0]
+                fail(f"nodes.{nm}.categories[{code}]", f"category indicator {ind!r} is also an "
+                     f"indicator of nodes.{other}; rename a category")
+            indicators[ind] = (nm, code)
+            own_indicators.setdefault(nm, set()).add(ind)
     for ind in indicators:
         if ind in nodes or ind in params:
             fail(f"nodes.{indicators[ind][0]}", f"category indicator {ind!r} clashes with a node or param")
     known = set(params) | set(nodes) | set(indicators)
+    param_names = set(params)
+    # the param values of the scenario and of each population that overrides some
+    param_sets = [("", dict(params))] + [(pn, {**params, **pop.params})
+                                         for pn, pop in spec.populations.items() if pop.params]
 
     formulas: dict[str, ex.Expr] = {}
     parents: dict[str, set[str]] = {n: set() for n in nodes}
 
-    def formula(path: str, value, *, allowed: set[str], rng=None, owner: str | None = None):
+    def formula(path: str, value, *, allowed, rng=None, owner: str | None = None,
+                sets=param_sets):
+        text = value if isinstance(value, str) else ""
         try:
             e = ex.parse(value)
-            ex.check_names(e, allowed, text=value if isinstance(value, str) else "")
+            ex.check_names(e, allowed, text=text)
         except ExpressionError as exc:
             fail(path, str(exc))
         formulas[path] = e
         used = e.names()
-        cols = {indicators[u][0] if u in indicators else u for u in used if u not in params}
+        cols = {indicators[u][0] if u in indicators else u for u in used if u not in param_names}
         if owner is not None:
             parents[owner] |= cols
-        if rng is not None and not cols:
-            for pop_name, pop in [("", None), *spec.populations.items()]:
-                values = {**params, **(pop.params if pop else {})}
-                v = ex.evaluate_constant(e, values)
-                lo, hi = rng
-                if not (lo <= v <= hi):
-                    where = f" (with populations.{pop_name}.params)" if pop_name else ""
-                    hi_s = "inf" if math.isinf(hi) else f"{hi:g}"
-                    fail(path, f"expected a value in [{lo:g}, {hi_s}], got {v:g}{where}")
+        for part in _constant_parts(e, param_names):
+            for pop_name, values in sets:
+                v = ex.evaluate_constant(part, values)
+                where = f" (with populations.{pop_name}.params)" if pop_name else ""
+                if not math.isfinite(v):
+                    what = f"the value is {v}" if part is e else f"its constant part {_shown(str(part), 50)} is {v}"
+                    fail(path, f"{what}{where}; constants must be finite")
+                if rng is not None and part is e:
+                    lo, hi = rng
+                    if not (lo <= v <= hi):
+                        hi_s = "inf" if math.isinf(hi) else f"{hi:g}"
+                        fail(path, f"expected a value in [{lo:g}, {hi_s}], got {v:g}{where}")
         return e
 
     for nm, s in nodes.items():
-        allowed = known - {nm} - {i for i, (n, _) in indicators.items() if n == nm}
+        allowed = _Allowed(known, own_indicators.get(nm, set()) | {nm})
         if isinstance(s, CategoricalNode):
             key = "probs" if s.probs is not None else "logits"
             for i, v in enumerate(getattr(s, key)):
                 formula(f"nodes.{nm}.{key}[{i}]", v, allowed=allowed, owner=nm,
                         rng=(0.0, math.inf) if key == "probs" else None)
             weights = [formulas[f"nodes.{nm}.probs[{i}]"] for i in range(len(s.probs or []))]
-            if weights and not any(w.names() - set(params) for w in weights):  # constant weights
-                for pop in [None, *spec.populations.values()]:  # a zero total gave no category at all
-                    values = {**params, **(pop.params if pop else {})}
+            if weights and not any(w.names() - param_names for w in weights):  # constant weights
+                for _, values in param_sets:  # a zero total gave no category at all
                     if sum(ex.evaluate_constant(w, values) for w in weights) <= 0.0:
                         fail(f"nodes.{nm}.probs", "expected at least one positive weight, got all 0")
             continue
@@ -623,18 +858,26 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
                 formula(f"nodes.{nm}.{fld}", v, allowed=allowed, rng=rng, owner=nm)
         if isinstance(s, UniformNode):
             lo_e, hi_e = formulas[f"nodes.{nm}.low"], formulas[f"nodes.{nm}.high"]
-            if not ((lo_e.names() | hi_e.names()) - set(params)):
-                lo, hi = ex.evaluate_constant(lo_e, params), ex.evaluate_constant(hi_e, params)
-                if not lo <= hi:
-                    fail(f"nodes.{nm}.high", f"expected high >= low ({lo:g}), got {hi:g}")
+            if not ((lo_e.names() | hi_e.names()) - param_names):
+                for pop_name, values in param_sets:
+                    lo, hi = ex.evaluate_constant(lo_e, values), ex.evaluate_constant(hi_e, values)
+                    if not lo <= hi:
+                        where = f" (with populations.{pop_name}.params)" if pop_name else ""
+                        fail(f"nodes.{nm}.high", f"expected high >= low ({lo:g}), got {hi:g}{where}")
     for pop_name, pop in spec.populations.items():
         for nm in pop.params:
             if nm not in params:
-                fail(f"populations.{pop_name}.params.{nm}", f"unknown param {nm!r}; known: {', '.join(params) or '(none)'}")
+                fail(f"populations.{pop_name}.params.{_path_key(nm)}",
+                     f"unknown param {_shown(nm)}; known: {_names_list(params)}")
+        values = {**params, **pop.params}
         for nm, v in pop.do.items():
             if nm not in nodes:
-                fail(f"populations.{pop_name}.do.{nm}", f"unknown node {nm!r}; known: {', '.join(nodes)}")
-            formula(f"populations.{pop_name}.do.{nm}", v, allowed=known - {nm})
+                fail(f"populations.{pop_name}.do.{_path_key(nm)}", f"unknown node {_shown(nm)}; known: {_names_list(nodes)}")
+            e = formula(f"populations.{pop_name}.do.{nm}", v, allowed=_Allowed(known, {nm}),
+                        sets=[(pop_name, values)])
+            problem = intervention_problem(spec, nm, e, values)
+            if problem:
+                fail(f"populations.{pop_name}.do.{nm}", problem)
 
     # the graph: parents inferred from formulas; a cycle names itself
     from simsys.graph import topological_order  # local: graph imports nothing from here
@@ -644,9 +887,11 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
     except Exception as exc:  # GraphError
         fail("nodes", str(exc))
     for pop_name, pop in spec.populations.items():  # an intervention can close a cycle too
+        if not pop.do:
+            continue
         shifted = dict(parents)
         for nm in pop.do:
-            used = formulas[f"populations.{pop_name}.do.{nm}"].names() - set(params)
+            used = formulas[f"populations.{pop_name}.do.{nm}"].names() - param_names
             shifted[nm] = {indicators[u][0] if u in indicators else u for u in used}
         try:
             topological_order({n: sorted(p) for n, p in shifted.items()})
@@ -660,16 +905,16 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
     for i, g in enumerate(groups):
         path = "roles.group" if isinstance(roles.group, str) else f"roles.group[{i}]"
         if g not in nodes:
-            fail(path, f"names a missing node {g!r}; nodes: {', '.join(nodes)}")
+            fail(path, f"names a missing node {g!r}; nodes: {_names_list(nodes)}")
         if g not in discrete:
             fail(path, f"group {g!r} must be a bernoulli or categorical node, got kind {nodes[g].kind!r}")
     if roles.target not in nodes:
-        fail("roles.target", f"names a missing node {roles.target!r}; nodes: {', '.join(nodes)}")
+        fail("roles.target", f"names a missing node {roles.target!r}; nodes: {_names_list(nodes)}")
     if not _is_binary(spec, roles.target, formulas):
         fail("roles.target", f"target {roles.target!r} must be 0/1 (a bernoulli node or a comparison)")
     for i, f in enumerate(roles.features):
         if f not in nodes:
-            fail(f"roles.features[{i}]", f"names a missing node {f!r}; nodes: {', '.join(nodes)}")
+            fail(f"roles.features[{i}]", f"names a missing node {f!r}; nodes: {_names_list(nodes)}")
         if f == roles.target:
             fail(f"roles.features[{i}]", "the target cannot be a feature")
     if roles.reference_group:
@@ -682,34 +927,34 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
         if b.populations is not None:
             for j, p in enumerate(b.populations):
                 if p not in spec.populations:
-                    fail(f"{base}.populations[{j}]", f"unknown population {p!r}; known: {', '.join(spec.populations)}")
+                    fail(f"{base}.populations[{j}]", f"unknown population {p!r}; known: {_names_list(spec.populations)}")
         if hasattr(b, "group"):
             _selector(spec, b.group, f"{base}.group", fail)
         for fld, rng in BIAS_FIELDS[b.type].items():
             v = getattr(b, fld)
             if v is not None:
-                formula(f"{base}.{fld}", v, allowed=known, rng=rng)
+                formula(f"{base}.{fld}", v, allowed=_Allowed(known), rng=rng)
         if isinstance(b, MeasurementBias | MissingnessBias) and b.feature not in nodes:
-            fail(f"{base}.feature", f"names a missing node {b.feature!r}; nodes: {', '.join(nodes)}")
+            fail(f"{base}.feature", f"names a missing node {b.feature!r}; nodes: {_names_list(nodes)}")
         if isinstance(b, LabelBias) and b.target is not None and b.target not in nodes:
             fail(f"{base}.target", f"names a missing node {b.target!r}")
         if isinstance(b, SelectionBias) and b.node not in nodes:
-            fail(f"{base}.node", f"names a missing node {b.node!r}; nodes: {', '.join(nodes)}")
+            fail(f"{base}.node", f"names a missing node {b.node!r}; nodes: {_names_list(nodes)}")
         if isinstance(b, ProxyLabelBias):
             if b.label not in nodes:
-                fail(f"{base}.label", f"names a missing node {b.label!r}; nodes: {', '.join(nodes)}")
+                fail(f"{base}.label", f"names a missing node {b.label!r}; nodes: {_names_list(nodes)}")
             if not _is_binary(spec, b.label, formulas):
                 fail(f"{base}.label", f"proxy label {b.label!r} must be 0/1 (a bernoulli node or a comparison such as 'cost > 5000')")
         if isinstance(b, RepresentationBias):
             keeps = [formulas.get(f"{base}.{k}") for k in ("keep", "keep_positive", "keep_negative")]
-            consts = [e for e in keeps if e is not None and not (e.names() - set(params))]
+            consts = [e for e in keeps if e is not None and not (e.names() - param_names)]
             if b.keep is not None:
                 all_zero = consts and ex.evaluate_constant(consts[0], params) == 0.0
             else:
                 kp = formulas.get(f"{base}.keep_positive")
                 kn = formulas.get(f"{base}.keep_negative")
-                all_zero = (kp is not None and not (kp.names() - set(params)) and ex.evaluate_constant(kp, params) == 0.0
-                            and kn is not None and not (kn.names() - set(params)) and ex.evaluate_constant(kn, params) == 0.0)
+                all_zero = (kp is not None and not (kp.names() - param_names) and ex.evaluate_constant(kp, params) == 0.0
+                            and kn is not None and not (kn.names() - param_names) and ex.evaluate_constant(kn, params) == 0.0)
             if all_zero:
                 warnings.append(f"{source}: {base}: keeps no member of group {b.group}: the group is empty in the biased data")
 
@@ -735,6 +980,61 @@ def _check_meaning(spec: ScenarioSpec, data: dict, source: str) -> Scenario:
                     order=tuple(order), warnings=tuple(warnings))
 
 
+def _constant_parts(e: ex.Expr, params: set[str]) -> list[ex.Expr]:
+    """The largest sub-expressions of ``e`` that use no node (numbers and params only), other than
+    bare numbers and params (which are finite already); ``[e]`` when ``e`` is constant itself."""
+    if not (e.names() - params):
+        return [e]
+    out, stack = [], [e]
+    while stack:
+        x = stack.pop()
+        for a in x.args:
+            if a.names() - params:
+                stack.append(a)
+            elif a.op not in ("const", "name"):
+                out.append(a)
+    return out
+
+
+def _names_list(names, limit: int = 40) -> str:
+    """``a, b, c`` (the first ``limit`` of them, then how many more), or ``(none)``."""
+    names = list(names)
+    if not names:
+        return "(none)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def intervention_problem(spec: ScenarioSpec, node: str, e: ex.Expr, params: Mapping[str, float]) -> str | None:
+    """What is wrong with intervening ``do(node = e)``, or None.
+
+    A 0/1 node (bernoulli, or deterministic with a 0/1 formula) takes 0, 1 or a 0/1 formula (a
+    comparison or a logical formula); a categorical node takes a constant category code. Anything
+    else would be stored as a one-byte code it does not fit (0.5 would read as 0).
+    """
+    s = spec.nodes[node]
+    if isinstance(s, CategoricalNode):
+        k = len(s.categories)
+        if e.names() - set(params):
+            return f"an intervention on a categorical node must be a category code 0..{k - 1}, not a formula of other nodes"
+        v = ex.evaluate_constant(e, dict(params))
+        if not (v == int(v) if math.isfinite(v) else False) or not 0 <= v < k:
+            return f"expected a category code 0..{k - 1} of {s.categories[0]!r}..{s.categories[-1]!r}, got {v:g}"
+        return None
+    binary = isinstance(s, BernoulliNode) or (
+        isinstance(s, DeterministicNode) and ex.is_boolean(ex.parse(s.value)))
+    if not binary:
+        return None
+    if e.names() - set(params):
+        if ex.is_boolean(e):
+            return None
+        return "an intervention on a 0/1 node must be 0, 1 or a comparison or logical formula (e.g. 'age > 50')"
+    v = ex.evaluate_constant(e, dict(params))
+    if v not in (0.0, 1.0):
+        return f"expected 0 or 1 for a 0/1 node, got {v:g}"
+    return None
+
+
 def _is_binary(spec: ScenarioSpec, node: str, formulas: dict[str, ex.Expr]) -> bool:
     s = spec.nodes[node]
     if isinstance(s, BernoulliNode):
@@ -748,20 +1048,27 @@ def _is_binary(spec: ScenarioSpec, node: str, formulas: dict[str, ex.Expr]) -> b
 
 def _selector(spec: ScenarioSpec, sel: Mapping[str, int | str], path: str, fail) -> None:
     for node, value in sel.items():
+        where = f"{path}.{_path_key(node)}"
         if node not in spec.nodes:
-            fail(f"{path}.{node}", f"names a missing node {node!r}; nodes: {', '.join(spec.nodes)}")
+            fail(where, f"names a missing node {_shown(node)}; nodes: {_names_list(spec.nodes)}")
         s = spec.nodes[node]
         if isinstance(s, CategoricalNode):
             if isinstance(value, str):
                 if value not in s.categories:
-                    fail(f"{path}.{node}", f"unknown category {value!r}; allowed: {', '.join(s.categories)}")
+                    fail(where, f"unknown category {_shown(value)}; allowed: "
+                         f"{', '.join(_plain(c) for c in s.categories[:40])}")
             elif not (0 <= value < len(s.categories)):
-                fail(f"{path}.{node}", f"category code {value} out of range 0..{len(s.categories) - 1}")
+                fail(where, f"category code {value} out of range 0..{len(s.categories) - 1}")
         elif isinstance(s, BernoulliNode) or (isinstance(s, DeterministicNode)):
             if value not in (0, 1):
-                fail(f"{path}.{node}", f"expected 0 or 1 for a 0/1 node, got {value!r}")
+                fail(where, f"expected 0 or 1 for a 0/1 node, got {_shown(value)}")
         else:
-            fail(f"{path}.{node}", f"a group must be a bernoulli or categorical node, got kind {s.kind!r}")
+            fail(where, f"a group must be a bernoulli or categorical node, got kind {s.kind!r}")
+
+
+def _plain(text: str) -> str:
+    """A category name as written, or quoted when it would not read well in a one-line message."""
+    return text if text.isprintable() and 0 < len(text) <= 40 else _shown(text, 40)
 
 
 def selector_code(scenario: Scenario, node: str, value: int | str) -> int:

@@ -34,6 +34,14 @@ import pandas as pd
 from simsys import expressions as ex
 from simsys.biases import VIEWS, ObservationPlan, observation_steps
 from simsys.errors import ScenarioError, SimsysError
+from simsys.kernels.interpreter import (
+    BAD_INFINITE,
+    BAD_NAN,
+    BAD_NEGATIVE,
+    BAD_TOO_LARGE,
+    BAD_ZERO_SUM,
+    POISSON_MAX_RATE,
+)
 from simsys.program import ZIGGURAT, Program, Step, compile_steps
 from simsys.scenario import (
     BernoulliNode,
@@ -41,6 +49,7 @@ from simsys.scenario import (
     DeterministicNode,
     Scenario,
     indicator_names,
+    intervention_problem,
 )
 
 BLOCK = 2048  # rows per interpreter block: registers stay in L2 cache; results do not depend on it
@@ -164,9 +173,12 @@ def build_plan(scenario: Scenario, population: str = "train", *, biased: bool | 
         else:
             try:
                 e = ex.parse(value)
-                ex.check_names(e, set(spec.params) | set(spec.nodes) - {node})
+                ex.check_names(e, (set(spec.params) | set(spec.nodes)) - {node})
             except ex.ExpressionError as exc:
                 raise ScenarioError(scenario.source, f"do.{node}", str(exc)) from None
+            problem = intervention_problem(spec, node, e, {**spec.params, **pop.params})
+            if problem:
+                raise ScenarioError(scenario.source, f"do.{node}", problem)
             interventions[node] = e
     order = _order_with_interventions(scenario, interventions)
     steps = [_node_step(scenario, n, interventions.get(n)) for n in order]
@@ -340,10 +352,18 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
         inputs = np.empty((0, 0), dtype=np.float64)
     head = (prog.code, prog.keys(seed, plan.population), prog.consts(plan.params), prog.n_regs,
             start, row_ids, inputs, prog.store_reg, prog.store_kind, prog.store_row, keep_reg)
+    # the register file is n_regs x block float64 per thread: a very large graph gets smaller
+    # blocks (results do not depend on the block size), not a register file of hundreds of MB
+    block = max(64, min(int(block), _REGISTER_BYTES // (8 * max(1, prog.n_regs))))
     tail = (block, *ZIGGURAT)
+    problems: list[np.ndarray] = []
 
     def run(a: int, b: int, of, ou, op, w0: int) -> int:
-        return int(_run_program(*head, of, ou, op, w0, a, b, *tail))
+        errs = np.zeros((max(1, prog.code.shape[0]), 3), dtype=np.int64)
+        rows = int(_run_program(*head, of, ou, op, w0, a, b, *tail, errs))
+        if errs[:, 0].any():
+            problems.append(errs)  # list.append is atomic: chunks on other threads may add theirs
+        return rows
 
     threads = default_threads() if threads is None else max(1, int(threads))
     threads = max(1, min(threads, n // _MIN_ROWS_PER_THREAD))
@@ -355,7 +375,46 @@ def run_plan(plan: Plan, n: int, seed: int, *, start: int = 0, filter: bool = Tr
         m = run(0, n, out_f, out_u, pid, 0)
     else:
         m = _run_chunks(run, _copy_rows, n, threads, keep_reg >= 0, out_f, out_u, pid)
+    if problems:
+        raise _unusable_values(plan, problems)
     return Cohort(plan, out_f[:, :m], out_u[:, :m], pid[:m], m, seed=seed)
+
+
+_REGISTER_BYTES = 64 << 20
+
+_WHY = {  # the kernel's reason codes (simsys.kernels.interpreter.BAD_*) -> what was found
+    BAD_NAN: "NaN", BAD_NEGATIVE: "a negative value", BAD_ZERO_SUM: "all weights 0",
+    BAD_INFINITE: "an infinite weight", BAD_TOO_LARGE: f"a rate above {POISSON_MAX_RATE:g}",
+}
+_ALLOWED = {
+    "p": "a probability must be a number (values outside [0, 1] act as 0 or 1)",
+    "logit": "a logit must be a number",
+    "probs": "weights must be finite numbers >= 0, not all 0",
+    "logits": "logits must be numbers below +inf",
+    "rate": f"a rate must be a number in [0, {POISSON_MAX_RATE:g}]",
+}
+_PROBABILITY = "a probability must be a number (values outside [0, 1] act as 0 or 1)"
+
+
+def _unusable_values(plan: Plan, problems: list[np.ndarray]) -> ScenarioError:
+    """The error for values the kernel could not sample from (first instruction that met some)."""
+    errs = problems[0].copy()
+    for e in problems[1:]:
+        take = (e[:, 0] > 0) & ((errs[:, 0] == 0) | (e[:, 1] < errs[:, 1]))
+        errs[take, 1:] = e[take, 1:]
+        errs[:, 0] += e[:, 0]
+    j = int(np.flatnonzero(errs[:, 0])[0])
+    rows, pid, why = (int(v) for v in errs[j])
+    path = plan.program.sources[j] or "?"
+    fld = path.rsplit(".", 1)[-1]
+    what = _WHY.get(why, "an unusable value")
+    if fld == "logits" and why == BAD_NAN:
+        what = "NaN (or +inf)"
+    allowed = _ALLOWED.get(fld, "a usable number") if path.startswith("nodes.") else _PROBABILITY
+    patients = "patient" if rows == 1 else "patients"
+    return ScenarioError(plan.scenario.source, path,
+                         f"{what} for {rows} {patients} of population {plan.population!r} "
+                         f"(first: patient_id {pid}); {allowed}")
 
 
 def _run_chunks(run, copy_rows, n: int, threads: int, filtering: bool, out_f, out_u, pid) -> int:
@@ -482,10 +541,27 @@ def sample(scenario: Scenario, n: int | None = None, *, seed: SeedLike = None,
         n = pop.n if pop is not None else 0
     inputs, do_exprs = _split_do(do)
     plan = build_plan(scenario, population, biased=biased, do=do_exprs, view=view)
+    _check_inputs(scenario, do_exprs, inputs)
     if inputs is not None and inputs.shape[1] != n:
         raise ValueError(f"array interventions must have n={n} values, got {inputs.shape[1]}")
     s = resolve_seed(seed, scenario.spec.seed)
     return run_plan(plan, n, s, threads=threads, filter=filter, inputs=inputs).to_frame()
+
+
+def _check_inputs(scenario: Scenario, do_exprs, inputs) -> None:
+    """Per-row intervention values of a 0/1 or categorical node must be codes it can hold."""
+    if inputs is None:
+        return
+    arrays = [k for k, v in do_exprs.items() if isinstance(v, np.ndarray)]
+    for row, node in zip(inputs, arrays):
+        if node_store(scenario, node) != "u":
+            continue
+        k = len(scenario.categories(node))
+        bad = ~((row >= 0) & (row < k) & (row == np.floor(row)))  # NaN is bad too
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ScenarioError(scenario.source, f"do.{node}", f"{int(bad.sum())} values are not a "
+                                f"code 0..{k - 1} of this node (first: row {i}, {row[i]!r})")
 
 
 def _split_do(do):
@@ -534,5 +610,6 @@ def counterfactual(scenario: Scenario, cohort: pd.DataFrame, do: Mapping[str, ob
     s = resolve_seed(cohort.attrs.get("seed") if seed is None else seed, scenario.spec.seed)
     inputs, do_exprs = _split_do(do)
     plan = build_plan(scenario, population, biased=biased, do=do_exprs, view=view)
+    _check_inputs(scenario, do_exprs, inputs)
     ids = cohort["patient_id"].to_numpy()
     return run_plan(plan, len(ids), s, row_ids=ids, inputs=inputs, filter=False).to_frame()

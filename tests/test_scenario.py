@@ -196,7 +196,7 @@ DICT_ERRORS = [
     ("negative sd", lambda d: d["nodes"]["age"].update(sd=-16),
      "nodes.age.sd: expected a value in [0, inf], got -16"),
     ("negative rate", lambda d: d["nodes"].update(k={"kind": "poisson", "rate": "-1"}),
-     "nodes.k.rate: expected a value in [0, inf], got -1"),
+     "nodes.k.rate: expected a value in [0, 1e+10], got -1"),
     ("target missing", lambda d: d["roles"].update(target="melanona"),
      f"roles.target: names a missing node 'melanona'; nodes: {NODES}"),
     ("group missing", lambda d: d["roles"].update(group="skin"),

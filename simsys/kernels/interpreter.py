@@ -73,6 +73,18 @@ OP_UNIF = 44  # d = a + (b - a) * u
 OP_POIS = 45  # d ~ Poisson(a)
 OP_CAT = 46  # d = category drawn with weights in registers a .. a+c-1 (c categories)
 OP_UNIFORM01 = 47  # d = u (the raw uniform; used by bias mechanisms)
+OP_NANCHECK = 48  # record the rows where register a is NaN (a per-patient bias probability)
+
+# --- unusable values -------------------------------------------------------------------------------
+# The kernel never raises: a random instruction that meets a value it cannot sample from (a NaN
+# probability, a negative categorical weight, a Poisson rate above the maximum) writes NaN for that
+# row and records it in ``errs[j] = (rows, first patient index, reason of that patient)``; the Python
+# wrapper (``simsys.simulate.run_plan``) turns any record into an error naming the node.
+BAD_NAN, BAD_NEGATIVE, BAD_ZERO_SUM, BAD_INFINITE, BAD_TOO_LARGE = 1, 2, 3, 4, 5
+POISSON_MAX_RATE = 1e10
+"""The largest Poisson rate sampled: above it, the float64 acceptance test of PTRS (terms of size
+rate*log(rate) cancelling to O(1)) loses the precision a draw needs (and counts above 2**63 would
+not fit the int64 it computes them in)."""
 
 # --- the keyed counter-based generator --------------------------------------------------------
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -264,15 +276,92 @@ def _pass_unif(key, ctr, lo, hi, d, m):
 
 @_kernel
 def _pass_bern(key, ctr, p, d, m):
+    """d = 1[u < p]; returns the number of rows whose p is NaN (for them d is 0)."""
+    bad = 0
     for i in range(m):
-        d[i] = 1.0 if _uniform(key, ctr[i]) < p[i] else 0.0
+        pi = p[i]
+        d[i] = 1.0 if _uniform(key, ctr[i]) < pi else 0.0
+        bad += pi != pi
+    return bad
 
 
 @_kernel
 def _pass_bern_logit(key, ctr, x, d, m):
-    """d = 1[u < logistic(x)], tested as u * (1 + exp(-x)) < 1 (no division)."""
+    """d = 1[u < logistic(x)], tested as u * (1 + exp(-x)) < 1 (no division); returns the number
+    of rows whose x is NaN."""
+    bad = 0
     for i in range(m):
-        d[i] = 1.0 if _uniform(key, ctr[i]) * (1.0 + _exp(-x[i])) < 1.0 else 0.0
+        xi = x[i]
+        d[i] = 1.0 if _uniform(key, ctr[i]) * (1.0 + _exp(-xi)) < 1.0 else 0.0
+        bad += xi != xi
+    return bad
+
+
+@_kernel
+def _count_nan(x, m):
+    bad = 0
+    for i in range(m):
+        bad += x[i] != x[i]
+    return bad
+
+
+@_kernel
+def _note(errs, j, rows, pid, reason):
+    """Record ``rows`` unusable rows of instruction ``j``; keep the lowest patient index and its reason."""
+    if errs[j, 0] == 0 or pid < errs[j, 1]:
+        errs[j, 1] = pid
+        errs[j, 2] = reason
+    errs[j, 0] += rows
+
+
+@_kernel
+def _note_nan(errs, j, x, ctr, m, rows):
+    """Record the ``rows`` rows whose ``x`` is NaN (found again here: only when there are some)."""
+    for i in range(m):
+        if x[i] != x[i]:
+            _note(errs, j, rows, np.int64(ctr[i]), BAD_NAN)
+            return
+
+
+@_kernel
+def _categorical(key, ctr, w, c0, i, ic):
+    """One categorical draw with weights ``w[c0 .. c0+ic-1, i]``; returns (code, reason).
+
+    The code is the first c with u * total < w_0 + ... + w_c (the last otherwise). When the finite
+    weights' sum overflows, every weight is divided by the largest first (the same draw in real
+    arithmetic; weights that sum to a finite number are used as given). A NaN, negative or infinite
+    weight, or an all-zero row, gives (NaN, reason).
+    """
+    total = 0.0
+    wmax = 0.0
+    for c in range(ic):
+        x = w[c0 + c, i]
+        if not (x >= 0.0):
+            return np.nan, (BAD_NAN if x != x else BAD_NEGATIVE)
+        if x == np.inf:
+            return np.nan, BAD_INFINITE
+        total += x
+        wmax = max(wmax, x)
+    if not (total > 0.0):
+        return np.nan, BAD_ZERO_SUM
+    if total < np.inf:
+        u = _uniform(key, ctr) * total
+        acc = 0.0
+        for c in range(ic - 1):
+            acc += w[c0 + c, i]
+            if u < acc:
+                return np.float64(c), 0
+        return np.float64(ic - 1), 0
+    total = 0.0
+    for c in range(ic):
+        total += w[c0 + c, i] / wmax
+    u = _uniform(key, ctr) * total
+    acc = 0.0
+    for c in range(ic - 1):
+        acc += w[c0 + c, i] / wmax
+        if u < acc:
+            return np.float64(c), 0
+    return np.float64(ic - 1), 0
 
 
 @_kernel
@@ -337,7 +426,8 @@ def _keep_index(keep, idx, m):
 
 @_kernel
 def _run_program(code, keys, consts, n_regs, ctr0, row_ids, inputs, store_reg, store_kind,
-                 store_row, keep_reg, out_f, out_u, out_pid, w0, start, stop, block, zk, zw, zf):
+                 store_row, keep_reg, out_f, out_u, out_pid, w0, start, stop, block, zk, zw, zf,
+                 errs):
     """Execute the bytecode for rows ``start:stop``; write them to the outputs from row ``w0`` on.
 
     Returns the number of rows written: ``stop - start``, or, when ``keep_reg >= 0``, the number of
@@ -360,6 +450,8 @@ def _run_program(code, keys, consts, n_regs, ctr0, row_ids, inputs, store_reg, s
     w0 : int                   output row of the first row written
     block : int                rows per block (results do not depend on it)
     zk, zw, zf : the ziggurat tables (see ``simsys.program.ZIGGURAT``)
+    errs : int64[n_instr, 3]   zeros; filled where a random instruction met unusable values
+        (rows, lowest patient index, reason: the ``BAD_*`` codes above). Those rows get NaN.
     """
     regs = np.empty((n_regs, block), dtype=np.float64)
     z = np.empty(block, dtype=np.float64)
@@ -545,9 +637,13 @@ def _run_program(code, keys, consts, n_regs, ctr0, row_ids, inputs, store_reg, s
                 for i in range(m):
                     d[i] = x[i]
             elif op == OP_BERN:
-                _pass_bern(keys[j], ctr, regs[ia], d, m)
+                nb = _pass_bern(keys[j], ctr, regs[ia], d, m)
+                if nb > 0:
+                    _note_nan(errs, j, regs[ia], ctr, m, nb)
             elif op == OP_BERNL:
-                _pass_bern_logit(keys[j], ctr, regs[ia], d, m)
+                nb = _pass_bern_logit(keys[j], ctr, regs[ia], d, m)
+                if nb > 0:
+                    _note_nan(errs, j, regs[ia], ctr, m, nb)
             elif op == OP_NORM:
                 _pass_normal(keys[j], ctr, regs[ia], regs[ib], 0.0, d, z, bits, idx, m, zk, zw, zf)
             elif op == OP_NORMC:
@@ -556,26 +652,28 @@ def _run_program(code, keys, consts, n_regs, ctr0, row_ids, inputs, store_reg, s
                 _pass_unif(keys[j], ctr, regs[ia], regs[ib], d, m)
             elif op == OP_UNIFORM01:
                 _pass_uniform(keys[j], ctr, d, m)
+            elif op == OP_NANCHECK:
+                nb = _count_nan(regs[ia], m)
+                if nb > 0:
+                    _note_nan(errs, j, regs[ia], ctr, m, nb)
             elif op == OP_POIS:
                 key = keys[j]
                 x = regs[ia]
                 for i in range(m):
-                    d[i] = _poisson(key, ctr[i], x[i])
+                    lam = x[i]
+                    if lam >= 0.0 and lam <= POISSON_MAX_RATE:
+                        d[i] = _poisson(key, ctr[i], lam)
+                    else:
+                        d[i] = np.nan
+                        _note(errs, j, 1, np.int64(ctr[i]), BAD_NAN if lam != lam else (
+                            BAD_NEGATIVE if lam < 0.0 else BAD_TOO_LARGE))
             elif op == OP_CAT:
                 key = keys[j]
                 for i in range(m):
-                    total = 0.0
-                    for c in range(ic):
-                        total += regs[ia + c, i]
-                    u = _uniform(key, ctr[i]) * total
-                    acc = 0.0
-                    pick = ic - 1
-                    for c in range(ic - 1):
-                        acc += regs[ia + c, i]
-                        if u < acc:
-                            pick = c
-                            break
-                    d[i] = pick if total > 0.0 else np.nan
+                    v, why = _categorical(key, ctr[i], regs, ia, i, ic)
+                    d[i] = v
+                    if why != 0:
+                        _note(errs, j, 1, np.int64(ctr[i]), why)
         # write the block out (only its kept rows when filtering)
         if keep_reg < 0:
             for s in range(store_reg.shape[0]):
