@@ -522,9 +522,9 @@ def _read_text(path: str | Path) -> str:
     try:
         st = os.stat(p)
         if not stat.S_ISREG(st.st_mode):
-            raise ScenarioError(source, "", "not a regular file; expected a YAML file")
+            raise ScenarioError(source, "", "not a regular file; expected a YAML scenario file")
         if st.st_size > MAX_FILE_BYTES:
-            raise ScenarioError(source, "", f"the file is {st.st_size:,} bytes; a file simsys reads may "
+            raise ScenarioError(source, "", f"the file is {st.st_size:,} bytes; a scenario file may "
                                 f"be at most {MAX_FILE_BYTES:,} bytes (1 MiB)")
         with open(p, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
@@ -533,8 +533,8 @@ def _read_text(path: str | Path) -> str:
     except (OSError, ValueError) as exc:
         raise ScenarioError(source, "", f"cannot read the file ({exc.__class__.__name__})") from None
     if len(raw) > MAX_FILE_BYTES:  # it grew since stat
-        raise ScenarioError(source, "", f"the file is more than {MAX_FILE_BYTES:,} bytes; a file simsys "
-                            f"reads may be at most {MAX_FILE_BYTES:,} bytes (1 MiB)")
+        raise ScenarioError(source, "", f"the file is more than {MAX_FILE_BYTES:,} bytes; a scenario "
+                            f"file may be at most {MAX_FILE_BYTES:,} bytes (1 MiB)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
