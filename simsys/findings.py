@@ -424,6 +424,13 @@ def _value_with_support(t: _Text, view: RunView, est: I.Estimate, src: tuple, me
 
 # --- the findings ----------------------------------------------------------------------------------
 def headline_metrics(view: RunView) -> list[str]:
+    """The metrics the findings speak about first: ``experiment.headline`` when the scenario sets
+    it, else FNR and AUROC (when the run has them)."""
+    chosen = (view.scenario.spec.experiment or {}).get("headline")
+    if isinstance(chosen, list):
+        found = [k for k in chosen if isinstance(k, str) and view.has_metric(k)]
+        if found:
+            return found
     found = [k for k in HEADLINE_METRICS if view.has_metric(k)]
     if found:
         return found

@@ -114,7 +114,10 @@ _FAIRNESS_AGGREGATES = ("demographic_parity_difference", "equal_opportunity_diff
 
 _EXPERIMENT_KEYS = {"train", "test", "validation_n", "test_n", "models", "threshold", "sweep",
                     "replicates", "metrics", "bootstrap", "references", "description",
-                    "baseline", "method_checks"}
+                    "baseline", "method_checks", "headline"}
+#: Per-group metrics a scenario may choose as its headline (``experiment.headline``): the ones the
+#: findings speak about first (default: fnr and auroc).
+HEADLINE_CHOICES = ("fnr", "fpr", "tpr", "tnr", "ppv", "npv", "selection_rate", "accuracy", "auroc")
 
 
 def parse_experiment(scenario: Scenario, *, allow_imports: bool = False,
@@ -189,6 +192,15 @@ def parse_experiment(scenario: Scenario, *, allow_imports: bool = False,
         if node_store(scenario, r) != "u" or len(scenario.categories(r)) != 2 or r == scenario.spec.roles.target:
             fail(f"references[{i}]", f"node {r!r} is not a 0/1 node other than the target; "
                  "allowed: a bernoulli node, a two-category node or a comparison such as 'risk > 0.5'")
+    headline = exp.get("headline")
+    if headline is not None:
+        if not isinstance(headline, list) or not headline or len(set(map(str, headline))) != len(headline):
+            fail("headline", f"expected a non-empty list of distinct metric names, got {headline!r}")
+        for i, k in enumerate(headline):
+            if k not in HEADLINE_CHOICES:
+                fail(f"headline[{i}]", f"unknown headline metric {k!r}; allowed: {', '.join(HEADLINE_CHOICES)}")
+            if k not in metrics:
+                fail(f"headline[{i}]", f"{k!r} is not among experiment.metrics; add it there")
     points = expand_sweep(scenario, exp.get("sweep"))
     return Experiment(train, test, validation_n, test_n, tuple(models), threshold, tuple(points),
                       replicates, tuple(metrics), bootstrap, tuple(references), baseline, methods,
