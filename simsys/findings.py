@@ -390,6 +390,9 @@ def _verdict_text(t: _Text, est: I.Estimate, src: tuple, *, what: str) -> tuple[
         return NOT_DISTINGUISHABLE, "run with --replicates 2 or more"
     if est.excludes(0.0):
         return SUPPORTED, None
+    if _exactly_zero(est):
+        t += f" (exactly zero in each of the {t.num(est.replicates, 'int', ('replicates',))} replicates)"
+        return SUPPORTED, None
     need = I.replicates_needed(est, cap=NEEDED_CAP)
     t += f": not distinguishable from zero with {t.num(est.replicates, 'int', ('replicates',))} replicates"
     if need is not None and need >= NEEDED_CAP:
@@ -401,6 +404,11 @@ def _verdict_text(t: _Text, est: I.Estimate, src: tuple, *, what: str) -> tuple[
               f"{what} of this size from zero)")
         return NOT_DISTINGUISHABLE, f"about {need} replicates (--replicates {need})"
     return NOT_DISTINGUISHABLE, None
+
+
+def _exactly_zero(est: I.Estimate) -> bool:
+    """A contrast that is zero in every replicate (a bias that changes nothing the model sees)."""
+    return est.has_interval and max(abs(est.value), abs(est.lo), abs(est.hi)) < 1e-12
 
 
 def _iv(t: _Text, est: I.Estimate, style: str, src: tuple) -> str:
@@ -574,10 +582,11 @@ def _caused(view: RunView, metric, p, m, grp, *, headline=False) -> Finding:
     t = _Text()
     if why:
         t += (f"At {_setting(t, view, p)}, there were too few cases among {grp} to measure how much the "
-              f"injected biases changed {m}'s {name} gap ({why}).")
+              f"biases in the training data changed {m}'s {name} gap ({why}).")
         verdict, remedy = TOO_FEW, _remedy_cases(view, wa)
     else:
-        t += (f"At {_setting(t, view, p)}, the injected biases changed {m}'s {name} gap ({grp} minus {ref}) "
+        t += (f"At {_setting(t, view, p)}, the biases in the training data (biased training set against its "
+              f"clean twin) changed {m}'s {name} gap ({grp} minus {ref}) "
               f"by {t.num(caused.value, dstyle, (*sc, 'value'))}{unit}{_iv(t, caused, dstyle, sc)}")
         verdict, remedy = _verdict_text(t, caused, sc, what="change")
         t += (f"; trained on the clean twin (the same patients before any bias acted), the gap was "
@@ -966,12 +975,15 @@ def _lede(view: RunView, findings: list[Finding], hi: int) -> Finding | None:
         # widened: the gap is further from zero trained on the biased data than on the clean twin
         clean = f.quantities["clean_gap"].value
         word = "widened" if abs(clean + q.value) > abs(clean) else "narrowed"
-        if f.verdict == SUPPORTED:
-            parts.append(f"the biases {word} {f.subject['model']}'s {name} gap by "
+        if f.verdict == SUPPORTED and _exactly_zero(q):
+            parts.append(f"the training data's biases did not change {f.subject['model']}'s {name} gap")
+        elif f.verdict == SUPPORTED:
+            parts.append(f"the training data's biases {word} {f.subject['model']}'s {name} gap by "
                          f"{t.num(q.value, 'udec' if dstyle == 'sdec' else 'upp', (*src, 'value'))}"
                          f"{' percentage points' if dstyle == 'pp' else ''}")
         else:
-            parts.append(f"the change of {f.subject['model']}'s {name} gap is not distinguishable from zero")
+            parts.append(f"what the training data's biases did to {f.subject['model']}'s {name} gap is not "
+                         "distinguishable from zero")
     t += "; ".join(parts) + f" (details below; {t.num(view.R, 'int', ('replicates',))} replicates)."
     verdicts = {f.verdict for f in caused}
     verdict = SUPPORTED if verdicts == {SUPPORTED} else (TOO_FEW if verdicts == {TOO_FEW} else NOT_DISTINGUISHABLE)
