@@ -45,7 +45,7 @@ from matplotlib.patches import Patch
 
 from simsys import explain as X
 from simsys.drawing import bias_id, draw_graph, figure_bytes, to_dot
-from simsys.errors import RunError
+from simsys.errors import ModelError, RunError
 from simsys.io import atomic_write
 from simsys.scenario import Scenario, from_dict, get_path
 
@@ -383,8 +383,12 @@ def cell_predictions(run: RunData, point: int) -> pd.DataFrame | None:
         return pd.read_parquet(cache)
     from simsys.runner import parse_experiment, run_task
 
-    allow = bool(run.manifest.get("allow_imports", False))
-    experiment = parse_experiment(run.scenario, allow_imports=allow)
+    # a run folder is untrusted: its manifest's allow_imports grants nothing, only the caller's
+    allow = bool(getattr(run, "allow_imports", False))
+    try:
+        experiment = parse_experiment(run.scenario, allow_imports=allow)
+    except ModelError as exc:
+        raise RunError(f"not recomputed: {exc}") from None
     res = run_task(run.scenario, experiment, point, 0, run.seeds[0], allow_imports=allow,
                    save_predictions=True)
     if not res["predictions"]:
@@ -1038,8 +1042,11 @@ def write_figures(run: RunData, built: Built) -> Path:
     return out
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, *, allow_imports: bool = False) -> Path:
     """Rebuild ``figures/`` and ``report.html`` of a finished run folder; returns the report's path.
+
+    ``allow_imports`` lets the one recomputed cell (:func:`cell_predictions`) run models that need
+    it; without it such a figure is drawn empty with the reason.
 
     Raises
     ------
@@ -1047,6 +1054,7 @@ def write_report(run_dir: str | Path) -> Path:
         If the folder is not a finished run (see :func:`load_run`).
     """
     run = load_run(run_dir)
+    run.allow_imports = allow_imports  # read by cell_predictions (never from the manifest)
     built = build(run)
     write_figures(run, built)
     page = render(run, built)
