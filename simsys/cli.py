@@ -26,8 +26,12 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the main thread is, so that it unwinds as Ctrl-C does."""
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated()
+def _on_signal(signum, frame):
+    from simsys.io import note_interrupt
+
+    exc = _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    note_interrupt(exc)  # raised again between steps, should this raise be swallowed
+    raise exc
 
 
 def _user_errors(fn):
@@ -38,9 +42,10 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug")
-        previous = None
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _on_signal)
         try:
             return fn(*args, **kwargs)
         except SimsysError as exc:
@@ -65,8 +70,11 @@ def _user_errors(fn):
                        err=True)
             ctx.exit(128 + int(signum))
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            from simsys.io import note_interrupt
+
+            note_interrupt(None)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper
 

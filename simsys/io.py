@@ -72,6 +72,7 @@ def write_cohort(scenario: Scenario, path: str | os.PathLike, *, n: int, seed=No
     try:
         for i, df in enumerate(iter_chunks(scenario, n, seed=seed, population=population,
                                            biased=biased, chunk_size=chunk_size, threads=threads)):
+            raise_if_interrupted()
             rows += len(df)
             if suffix == ".csv":
                 df.to_csv(tmp, mode="a" if i else "w", header=(i == 0), index=False)
@@ -83,6 +84,7 @@ def write_cohort(scenario: Scenario, path: str | os.PathLike, *, n: int, seed=No
         if writer is not None:
             writer.close()
             writer = None
+        raise_if_interrupted()
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give the usual mode
         os.replace(tmp, path)
     except OSError as exc:
@@ -118,6 +120,25 @@ def atomic_write(path: Path, write: Callable[[str], None], *, suffix: str = "") 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# --- interruptions ----------------------------------------------------------------------------
+#: The interruption (SIGINT, SIGTERM) the CLI's signal handler raised, kept until the command ends.
+#: An exception raised by a signal handler is lost when it lands in a ``__del__`` or a callback
+#: (Python prints "Exception ignored" and goes on), so long loops raise it again between steps.
+_pending_interrupt: KeyboardInterrupt | None = None
+
+
+def note_interrupt(exc: KeyboardInterrupt | None) -> None:
+    """Record (or, with None, forget) an interruption for :func:`raise_if_interrupted`."""
+    global _pending_interrupt
+    _pending_interrupt = exc
+
+
+def raise_if_interrupted() -> None:
+    """Raise the recorded interruption, if any (called between chunks and between cells)."""
+    if _pending_interrupt is not None:
+        raise _pending_interrupt
 
 
 # --- what the machine can hold --------------------------------------------------------------

@@ -58,6 +58,7 @@ from simsys.io import (
     format_bytes,
     os_error_path,
     os_error_text,
+    raise_if_interrupted,
 )
 from simsys.models import (
     ThresholdPolicy,
@@ -1096,8 +1097,10 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
                           timeout=timeout)
         try:
             for key, res in stream:
+                raise_if_interrupted()
                 finished(key, res)
                 bar.update(1)
+            raise_if_interrupted()
         finally:
             # now, not when the generator is collected: a write error or an interruption stops the
             # workers at once and cancels the queued cells (the written ones stay)
@@ -1216,6 +1219,7 @@ def _execute(payload, *, workers, executor, scheduler, timeout=10.0):
     n = workers or _cores()
     if n <= 1 or len(payload) == 1:
         for p, k in zip(payload, keys):
+            raise_if_interrupted()
             yield k, _task_entry(p)
         return
     import multiprocessing as mp

@@ -481,7 +481,7 @@ def test_sigterm_of_sample_removes_its_partial_file(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 143
+    assert proc.returncode == 143, stderr
     assert stderr.splitlines()[-1] == f"error: interrupted by SIGTERM; nothing was written to {target}"
     assert list(tmp_path.iterdir()) == []
 
