@@ -1144,12 +1144,20 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         _unlock(lock)
 
 
+class _RunLog(logging.FileHandler):
+    """``run.log``. A log line that cannot be written (a full disk) is dropped: logging would print
+    a traceback, and the error that matters is reported on its own, in one line."""
+
+    def handleError(self, record):
+        pass
+
+
 def _attach_log(run_dir: Path) -> logging.Handler:
     """The run's ``run.log``; handlers of earlier runs of this process are detached first."""
     for stale in [h for h in log.handlers if getattr(h, "simsys_run_log", False)]:
         log.removeHandler(stale)
         stale.close()
-    handler = logging.FileHandler(run_dir / "run.log")
+    handler = _RunLog(run_dir / "run.log")
     handler.simsys_run_log = True
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
