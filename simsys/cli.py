@@ -155,9 +155,11 @@ def schema() -> None:
 @click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True,
               help="Runs write to OUTPUT_DIR/<scenario>/<run-id>/.")
-@click.option("--run-id", help="Name of the run folder (default: date-time and seed).")
+@click.option("--run-id", help="Name of the run folder (default: date-time, a random part and the seed).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
-              help="Finish an interrupted run folder without redoing its finished cells.")
+              help="Finish an interrupted run folder: its finished cells are kept, failed or damaged "
+                   "ones redone; scenario, seed and replicates come from the folder (give "
+                   "--allow-import again if its models need it).")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
 @click.option("--replicates", type=click.IntRange(min=1), help="Override the experiment's replicates.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
