@@ -1,15 +1,19 @@
 """The ``simsys`` command: the only module that imports click.
 
 Each command parses its options and calls one library function. Errors a user can cause
-(:class:`simsys.errors.SimsysError`) are printed as one line on stderr with exit code 1 and no
-traceback; ``--debug`` shows the traceback.
+(:class:`simsys.errors.SimsysError`) and errors of the operating system (a folder that cannot be
+written, a full disk) are printed as one line on stderr with exit code 1 and no traceback;
+``--debug`` shows the traceback. SIGTERM is handled as SIGINT: the command cleans up (temporary
+files, worker processes), prints one line and exits with 128 + the signal number (143, 130).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,19 +22,59 @@ import click
 from simsys.errors import SimsysError
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that it unwinds as Ctrl-C does."""
+
+
+def _on_signal(signum, frame):
+    from simsys.io import note_interrupt
+
+    exc = _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    note_interrupt(exc)  # raised again between steps, should this raise be swallowed
+    raise exc
+
+
 def _user_errors(fn):
-    """Turn SimsysError into a one-line message and exit code 1 (traceback only with --debug)."""
+    """Turn SimsysError and OSError into a one-line message and exit code 1, and an interruption
+    (SIGINT, SIGTERM) into one line and exit code 130 / 143 (tracebacks only with --debug)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug")
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _on_signal)
         try:
             return fn(*args, **kwargs)
         except SimsysError as exc:
-            if ctx.find_root().params.get("debug"):
+            if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except OSError as exc:
+            if debug:
+                raise
+            from simsys.io import os_error_text
+
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{os_error_text(exc)}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt as exc:
+            if debug:
+                raise
+            signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+            detail = getattr(exc, "simsys_detail", None)
+            click.echo(f"error: interrupted by {signum.name}" + (f"; {detail}" if detail else ""),
+                       err=True)
+            ctx.exit(128 + int(signum))
+        finally:
+            from simsys.io import note_interrupt
+
+            note_interrupt(None)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper
 
@@ -137,39 +181,61 @@ def schema() -> None:
 @click.option("--seed", type=click.IntRange(min=0), help="Root seed (default: the scenario's).")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="outputs", show_default=True,
               help="Runs write to OUTPUT_DIR/<scenario>/<run-id>/.")
-@click.option("--run-id", help="Name of the run folder (default: date-time and seed).")
+@click.option("--run-id", help="Name of the run folder (default: date-time, a random part and the seed).")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True),
-              help="Finish an interrupted run folder without redoing its finished cells.")
+              help="Finish an interrupted run folder: its finished cells are kept, failed or damaged "
+                   "ones redone; scenario, seed and replicates come from the folder (give "
+                   "--allow-import again if its models need it).")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
 @click.option("--replicates", type=click.IntRange(min=1), help="Override the experiment's replicates.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where cells run: local processes, or Dask (needs the simsys[dask] extra).")
 @click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Dask: seconds to wait for the scheduler to answer, and for a worker while the "
+                   "cluster has none; then the run stops (and can be resumed).")
 @click.option("--allow-import", "allow_imports", is_flag=True,
-              help="Allow models imported from outside sklearn., simsys. and fairlearn., or loaded from "
-                   "a .py file (path/file.py:Class) (runs their code).")
+              help="Allow models imported from outside sklearn., simsys. and fairlearn., loaded from "
+                   "a .py file (path/file.py:Class), or given parameters that name paths or objects "
+                   "(runs their code). Not taken from a run folder: give it again with --resume.")
 @click.option("--save-predictions", is_flag=True, help="Also write the test cohort's predictions.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write figures/ and report.html into the run folder at the end.")
 @_user_errors
-def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, scheduler,
+def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, scheduler, timeout,
         allow_imports, save_predictions, write_report) -> None:
     """Run a scenario's experiment: models, metrics against the truth, amplification."""
-    from simsys.runner import format_summary
+    from simsys.runner import format_summary, nothing_succeeded
     from simsys.runner import run as run_experiment
 
+    ctx = click.get_current_context()
     if file is None and resume is None:
         raise click.UsageError("give a scenario FILE, or --resume RUN_DIR")
+    if resume is not None:
+        # the run folder decides these; silently ignoring them would mislead
+        given = [name for name, value in (("FILE", file), ("--seed", seed), ("--replicates", replicates),
+                                          ("--run-id", run_id)) if value is not None]
+        if ctx.get_parameter_source("output_dir") == click.core.ParameterSource.COMMANDLINE:
+            given.append("--output-dir")
+        if save_predictions:
+            given.append("--save-predictions")
+        if given:
+            click.echo(f"error: --resume takes the scenario, seed, replicates and outputs from the run "
+                       f"folder; remove {', '.join(given)}", err=True)
+            ctx.exit(2)
     result = run_experiment(file, seed=seed, workers=workers, executor=executor, scheduler=scheduler,
                             output_dir=output_dir, run_id=run_id, resume=resume,
                             allow_imports=allow_imports, save_predictions=save_predictions,
-                            progress=True, replicates=replicates)
+                            progress=True, replicates=replicates, timeout=timeout)
+    if nothing_succeeded(result) and result.run_dir is not None:
+        raise SimsysError(f"{result.run_dir}: every cell failed ({len(result.errors)} error(s)); "
+                          f"see {result.run_dir / 'errors.csv'}")
     click.echo(format_summary(result))
     if write_report and result.run_dir is not None:
         _run_report(result.run_dir, allow_imports)
 
 
-def _run_report(run_dir, allow_imports: bool = False) -> None:
+def _run_report(run_dir, allow_imports: bool) -> None:
     """The report at the end of a run. The results are already on disk, so a report that cannot be
     drawn is a warning with the command that retries it, not a failed run (--debug raises)."""
     t0 = time.perf_counter()
@@ -180,8 +246,9 @@ def _run_report(run_dir, allow_imports: bool = False) -> None:
     except Exception as exc:
         if click.get_current_context().find_root().params.get("debug"):
             raise
+        flag = " --allow-import" if allow_imports else ""
         click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                   f"retry with: simsys report {run_dir}", err=True)
+                   f"retry with: simsys report {run_dir}{flag}", err=True)
         return
     click.echo(f"report: {path} ({time.perf_counter() - t0:.1f} s)", err=True)
 
@@ -292,24 +359,52 @@ def _graph_output(ctx, param, value):
 def graph(file, output, allow_imports) -> None:
     """Draw a scenario's causal graph: roles, injected biases where they act, legend."""
     from simsys.drawing import write_graph
+    from simsys.io import atomic_write, os_error_text
 
     sc = _load_checked(file, allow_imports)
-    path = write_graph(sc, output or f"{sc.name}_graph.svg")
+    path = Path(output or f"{sc.name}_graph.svg")
+    try:  # never half-written: drawn into a temporary file (same suffix: it picks the format)
+        atomic_write(path, lambda t: write_graph(sc, t), suffix=path.suffix)
+    except OSError as exc:
+        raise SimsysError(f"{path}: cannot write the graph ({os_error_text(exc)}); "
+                          "choose a writable -o path") from None
     click.echo(f"wrote {path}", err=True)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--allow-import", "allow_imports", is_flag=True,
+              help="Allow recomputing a cell whose models need --allow-import (runs their code). "
+                   "Without it such a figure is left empty, with a note.")
 @_user_errors
-def report(run_dir) -> None:
+def report(run_dir, allow_imports) -> None:
     """Rebuild the figures and report.html of a finished run folder from its files.
 
     Nothing is re-run, except once: if the run saved no predictions and no report was built
-    before, the cell shown in the ROC figure is recomputed (with its seed, so identically).
+    before, the cell shown in the ROC figure is recomputed (with its seed, so identically). A
+    run folder is untrusted input: that recomputation runs no code from outside sklearn.,
+    simsys. and fairlearn. unless --allow-import is given.
     """
-    from simsys.report import write_report
+    from simsys.io import os_error_path, os_error_text
+    from simsys.runner import read_manifest
 
-    click.echo(f"report: {write_report(run_dir)}")
+    read_manifest(run_dir)  # a damaged manifest: one line naming it
+    try:
+        from simsys.report import write_report
+
+        path = write_report(run_dir, allow_imports=allow_imports)
+    except SimsysError:
+        raise
+    except OSError as exc:
+        raise SimsysError(f"{os_error_path(exc, run_dir)}: cannot write the report "
+                          f"({os_error_text(exc)})") from None
+    except Exception as exc:  # a damaged results file, or a report that cannot be drawn
+        if click.get_current_context().find_root().params.get("debug"):
+            raise
+        raise SimsysError(f"{run_dir}: the report could not be written ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); the run folder may be "
+                          "damaged") from None
+    click.echo(f"report: {path}")
 
 
 @main.command()

@@ -28,6 +28,7 @@ See ``docs/models.md`` for the user-facing description.
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import hashlib
@@ -110,6 +111,14 @@ _MSG_FILE_NOT_ALLOWED = (
     "{where}.model: loading a model from the file '{path}' runs its code; "
     "pass --allow-import (allow_imports=True in Python) to allow it"
 )
+_MSG_PARAM_NEEDS_IMPORT = (
+    "{where}: {found}; a parameter that names a path or an object can act on files or run code, "
+    "so it needs --allow-import (allowed without it: numbers, booleans, null, one of the "
+    "parameter's string choices, a nested model spec)"
+)
+# Parameter names that say "a place": a string there is a path whatever the class declares
+# (joblib's ``memory`` caches to, and unpickles from, the folder it names).
+_PATH_LIKE_PARAM = re.compile(r"memory|cache|path|dir|file|folder|location|root|url|uri", re.I)
 _MSG_SINGLE_CLASS = (
     "model '{name}': training labels contain a single class (all {n} labels are {value}); "
     "fitting needs both 0 and 1"
@@ -644,6 +653,7 @@ def _build_recipe(
         # get_params() of a default instance is exactly what set_params() will accept.
         allowed = sorted(final_cls().get_params(deep=False))
         target: Callable[..., Any] = builder
+        owner: type = final_cls
         display = f"{model} ({final_cls.__name__})"
         required: list[str] = []
         open_kwargs = False
@@ -678,10 +688,13 @@ def _build_recipe(
             f"{where}.params: missing required parameter(s) {', '.join(missing)} of {display}"
         )
 
+    if model not in BUILTIN_MODELS:
+        owner = target  # the class itself declares its parameters
     kwargs: dict[str, Any] = {}
     for pname, value in params.items():
         kwargs[pname] = _resolve_param(
-            target, pname, value, random_state, allow_imports, f"{where}.params.{pname}", base_dir
+            target, pname, value, random_state, allow_imports, f"{where}.params.{pname}", base_dir,
+            owner=owner,
         )
     if "random_state" in allowed and "random_state" not in kwargs:
         kwargs["random_state"] = random_state
@@ -820,8 +833,15 @@ def _resolve_param(
     allow_imports: bool,
     where: str,
     base_dir: Path | None = None,
+    *,
+    owner: Any = None,
 ) -> Any:
-    """Turn a nested model spec or a fairlearn constraint name into a recipe; pass others as is."""
+    """Turn a nested model spec or a fairlearn constraint name into a recipe; pass others as is.
+
+    Without ``allow_imports`` a value must be plain (:func:`_unsafe_param`): a class may act on
+    the file system through a parameter (joblib's ``memory`` writes to the folder it names and
+    unpickles what it finds there), and an object or a callable runs code.
+    """
     if isinstance(value, Mapping) and "model" in value:
         _check_spec_keys(value, _NESTED_SPEC_KEYS, where)
         recipe, _ = _build_recipe(value, random_state, allow_imports, where, base_dir)
@@ -834,7 +854,124 @@ def _resolve_param(
             )
         reductions = importlib.import_module("fairlearn.reductions")
         return _EstimatorRecipe(target=getattr(reductions, FAIRLEARN_CONSTRAINTS[value]))
+    if not allow_imports:
+        found = _unsafe_param(owner if owner is not None else target, pname, value, where)
+        if found is not None:
+            raise ModelError(_MSG_PARAM_NEEDS_IMPORT.format(where=where, found=found))
     return value
+
+
+def _unsafe_param(owner: Any, pname: str, value: Any, where: str) -> str | None:
+    """What makes ``value`` of parameter ``pname`` of ``owner`` need ``--allow-import``, or None.
+
+    Plain values pass: None, booleans, finite-or-not numbers (their range is the class's or the
+    scenario checks' business), lists and mappings of those, and a string that the class
+    declares as one of the parameter's choices. A string is a choice when scikit-learn's
+    ``_parameter_constraints`` lists it in a ``StrOptions``, or the ``__init__`` annotation is a
+    ``Literal`` naming it, or the class is one of simsys's own (which take no paths and check
+    their strings themselves). A string is *not* a choice when the parameter's name says it is a
+    place (``memory``, ``cache_dir``, ``path``, ...), when the constraints also accept free text,
+    or when the class declares nothing about the parameter. Anything else (a callable, an
+    estimator or joblib ``Memory`` object from Python) is an object.
+    """
+    if value is None or isinstance(value, bool | int | float | np.integer | np.floating):
+        return None
+    if isinstance(value, str):
+        if _PATH_LIKE_PARAM.search(pname):
+            return f"{value!r} may name a file-system path"
+        choices, free = _string_choices(owner, pname)
+        if choices is None:
+            return (f"{value!r} is text that {getattr(owner, '__name__', owner)!s} does not "
+                    "declare as one of the parameter's choices")
+        if value in choices:
+            return None
+        if free:
+            return f"{value!r} is free text, not one of the parameter's choices"
+        if choices and not hasattr(owner, "_parameter_constraints"):
+            # a Literal annotation: nothing else checks it before fit
+            raise ModelError(f"{where}: {value!r} is not one of the parameter's choices; "
+                             f"allowed: {', '.join(sorted(map(str, choices)))}")
+        return None  # not a choice, and no free text: the class's own check rejects it
+    if isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, str) or _unsafe_param(owner, "", item, where) is not None:
+                return f"{_short(value)} holds {_short(item)}, not a number, boolean or null"
+        return None
+    if isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str | int | float | bool) or isinstance(item, str) or (
+                    _unsafe_param(owner, "", item, where) is not None):
+                return f"{_short(value)} holds {_short(item)}, not a number, boolean or null"
+        return None
+    return f"a {type(value).__name__} object"
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _string_choices(owner: Any, pname: str) -> tuple[frozenset | None, bool]:
+    """(string choices the class declares for ``pname``, whether it also accepts free text).
+
+    ``(None, False)`` when the class declares nothing about the parameter.
+    """
+    if getattr(owner, "__module__", "").startswith("simsys."):
+        return frozenset(), False  # simsys's classes check their own string choices
+    constraints = getattr(owner, "_parameter_constraints", None)
+    if isinstance(constraints, Mapping) and pname in constraints:
+        choices: set = set()
+        free = False
+        for c in constraints[pname]:
+            options = getattr(c, "options", None)  # StrOptions / Options
+            if isinstance(options, set | frozenset):
+                choices.update(o for o in options if isinstance(o, str))
+            elif _accepts_any_text(c):
+                free = True
+        if pname == "scoring":  # a scorer's name is looked up in scikit-learn's registry
+            from sklearn.metrics import get_scorer_names
+
+            choices.update(get_scorer_names())
+            choices.add("loss")
+        return frozenset(choices), free
+    literal = _literal_choices(owner, pname)
+    if literal is not None:
+        return literal, False
+    return None, False
+
+
+def _accepts_any_text(constraint: Any) -> bool:
+    """Whether a scikit-learn parameter constraint accepts a string it does not list (``str``,
+    ``object``, ``MissingValues``): asked of the constraint itself with a string no option has."""
+    probe = "\x00simsys: not an option"
+    try:
+        from sklearn.utils._param_validation import make_constraint
+
+        return bool(make_constraint(constraint).is_satisfied_by(probe))
+    except Exception:  # a private API that may change: fall back to the plain types
+        return constraint is str or (inspect.isclass(constraint) and issubclass(str, constraint))
+
+
+def _literal_choices(owner: Any, pname: str) -> frozenset | None:
+    """The strings of a ``Literal[...]`` annotation of ``pname`` in ``owner.__init__`` (fairlearn's
+    ``ThresholdOptimizer``), or None."""
+    try:
+        param = _signature_params(owner).get(pname)
+    except (TypeError, ValueError):
+        return None
+    ann = getattr(param, "annotation", None)
+    if isinstance(ann, str):  # ``from __future__ import annotations``: the annotation's text
+        m = re.fullmatch(r"\s*(?:typing\.)?Literal\[(.*)\]\s*", ann, re.S)
+        if not m:
+            return None
+        try:
+            values = ast.literal_eval(f"({m[1]},)")  # the class's source text, not user input
+        except (ValueError, SyntaxError):
+            return None
+        return frozenset(v for v in values if isinstance(v, str))
+    if getattr(ann, "__origin__", None) is Literal:
+        return frozenset(v for v in ann.__args__ if isinstance(v, str))
+    return None
 
 
 def _is_fairlearn_reduction(target: Callable[..., Any]) -> bool:

@@ -30,19 +30,36 @@ import json
 import logging
 import os
 import platform
+import secrets
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: run folders are not locked
+    fcntl = None
 
 import numpy as np
 import pandas as pd
 
 from simsys import metrics as M
 from simsys.errors import ModelError, RunError, ScenarioError
-from simsys.io import atomic_write
+from simsys.io import (
+    MAX_PATIENTS,
+    atomic_write,
+    available_memory,
+    format_bytes,
+    os_error_path,
+    os_error_text,
+    raise_if_interrupted,
+)
 from simsys.models import (
     ThresholdPolicy,
     build_model,
@@ -281,7 +298,33 @@ def expand_sweep(scenario: Scenario, sweep: Mapping | None) -> list[dict]:
             scenario.with_values(p)
         except ScenarioError as exc:
             raise ScenarioError(src, f"experiment.sweep ({exc.path})", exc.message) from None
+    _check_sweep_types(scenario, points)
     return points
+
+
+def _value_kind(v) -> str | None:
+    """The column type a swept value becomes in the results table (None: a missing value)."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    return "string"  # a string, or a list / mapping written as JSON text
+
+
+def _check_sweep_types(scenario: Scenario, points: list[dict]) -> None:
+    """Every value of a swept path (and the scenario's own, where a point leaves it) has one type:
+    a column of the results table holds one type (Parquet cannot store 0.3 beside '0.5')."""
+    for path in dict.fromkeys(k for p in points for k in p):
+        values = [p[path] if path in p else get_path(scenario.data, path) for p in points]
+        kinds = dict.fromkeys(k for k in map(_value_kind, values) if k is not None)
+        if len(kinds) > 1:
+            shown = ", ".join(dict.fromkeys(f"{v!r} ({_value_kind(v)})" for v in values
+                                            if v is not None))
+            raise ScenarioError(scenario.source, f"experiment.sweep ({path})",
+                                f"values of different types: {shown}; give every value of a "
+                                "swept path the same type (all numbers, all strings or all booleans)")
 
 
 # --- seeds ------------------------------------------------------------------------------------------
@@ -748,6 +791,37 @@ def _init_worker():
     os.environ["SIMSYS_THREADS"] = "1"
 
 
+def _init_local_worker(parent_pid: int) -> None:
+    """Initializer of the local worker processes: one thread each, and they die with the run.
+
+    A worker outlives a run killed with SIGKILL unless told otherwise (it waits for work forever,
+    holding its memory and the resource tracker alive): on Linux the kernel kills it when its
+    parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere, a thread checks the parent's pid.
+    Ctrl-C reaches every process of the terminal; the workers leave it to the run, which stops them.
+    """
+    _init_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - the watcher below still works
+            pass
+    if os.getppid() != parent_pid:  # the run died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="simsys-parent-watch").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
 # --- the run ---------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
@@ -774,6 +848,18 @@ class RunResult:
         return run_result_html(self)
 
 
+class _ExecutorError(RunError):
+    """The executor failed (no scheduler, no workers, a worker died): the run stops, resumable."""
+
+
+def nothing_succeeded(result: RunResult) -> bool:
+    """Whether no model produced a result in any cell (every fit or every cell failed).
+
+    Rows of model ``data`` (what the training labels carry) are written before any model is fitted,
+    so they do not count.
+    """
+    r = result.results
+    return r.empty or "model" not in r or bool(r["model"].eq("data").all())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -792,11 +878,241 @@ def _versions() -> dict:
     return out
 
 
+# --- the run folder: untrusted when read, created atomically, locked while in use ------------------
+_LOCK = ".lock"
+_MISSING = object()
+
+
+def _is_int(v, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _short(value, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters (a damaged value may be huge)."""
+    return _clip(repr(value), width)
+
+
+def _clip(text: str, width: int) -> str:
+    """The first line of ``text``, cut to ``width`` characters."""
+    text = text.splitlines()[0] if text else ""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict:
+    """A run folder's ``manifest.json``, with the type of every value that resuming or reporting
+    reads checked (a run folder is untrusted input: it may be damaged, or crafted).
+
+    Optional keys get their defaults. ``allow_imports`` is returned as recorded but grants
+    nothing: resuming checks it against the caller's own flag.
+
+    Raises
+    ------
+    RunError
+        One line naming the manifest and the key: not a run folder, unreadable, not JSON, a
+        missing key or a value of the wrong type.
+    """
+    run_dir = Path(run_dir)
+    mpath = run_dir / "manifest.json"
+    if not mpath.is_file():
+        raise RunError(f"{run_dir}: not a run folder (no manifest.json)")
+    damaged = "the run folder is damaged"
+    try:
+        text = mpath.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = os_error_text(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise RunError(f"{mpath}: cannot be read ({why}); {damaged}") from None
+    try:
+        m = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{mpath}: not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                       f"{exc.colno}); {damaged}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RunError(f"{mpath}: not valid JSON ({type(exc).__name__}); {damaged}") from None
+    if not isinstance(m, dict):
+        raise RunError(f"{mpath}: expected a JSON object, got {type(m).__name__}; {damaged}")
+
+    def need(key, ok, what, default=_MISSING):
+        if key not in m:
+            if default is not _MISSING:
+                m[key] = default
+                return
+            raise RunError(f"{mpath}: {key}: missing; expected {what} ({damaged})")
+        if not ok(m[key]):
+            raise RunError(f"{mpath}: {key}: got {_short(m[key])}; expected {what} ({damaged})")
+
+    def cell_ok(c):
+        return (isinstance(c, dict) and _is_int(c.get("point")) and _is_int(c.get("replicate"))
+                and isinstance(c.get("settings", {}), dict | None))
+
+    need("scenario", lambda v: isinstance(v, dict), "a mapping (the scenario)")
+    need("source", lambda v: isinstance(v, str), "a string (the scenario's file name)")
+    need("seed", _is_int, "an integer >= 0")
+    need("replicate_seeds", lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_int, v)),
+         "a non-empty list of integers >= 0")
+    need("status", lambda v: isinstance(v, str), "a string", "running")
+    need("save_predictions", lambda v: isinstance(v, bool), "true or false", False)
+    need("allow_imports", lambda v: isinstance(v, bool), "true or false", False)
+    need("python_models", lambda v: isinstance(v, bool), "true or false", False)
+    need("replicates_override", lambda v: v is None or _is_int(v, 1), "null or an integer >= 1", None)
+    need("cells", lambda v: isinstance(v, list) and all(map(cell_ok, v)),
+         "a list of {point, replicate, settings} with integers >= 0", [])
+    need("models", lambda v: isinstance(v, list) and all(
+        isinstance(x, str) or (isinstance(x, dict) and isinstance(x.get("name", x.get("model")), str))
+        for x in v), "a list of model names or specs", [])
+    need("started", lambda v: v is None or isinstance(v, str), "null or a date-time string", None)
+    return m
+
+
+def _default_run_id(seed: int) -> str:
+    """Date-time, a random part (two runs started in the same second differ) and the seed."""
+    return f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}-s{seed}"
+
+
+def _new_run_folder(parent: Path, run_id: str | None, seed: int) -> tuple[Path, int | None]:
+    """Create the run folder atomically and lock it; return it with the lock.
+
+    ``os.mkdir`` either creates the folder or fails: of two runs started with the same id, one
+    gets it, the other is refused. An existing empty folder is taken (under the lock, so that
+    only one run can take it).
+    """
+    if run_id is not None and (not run_id or run_id in (".", "..") or "/" in run_id or "\0" in run_id):
+        raise RunError(f"--run-id: expected a folder name (no '/'), got {run_id!r}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{os_error_path(exc, parent)}: cannot create the output folder "
+                       f"({os_error_text(exc)}); choose another --output-dir") from None
+    for _ in range(100):
+        path = parent / (run_id or _default_run_id(seed))
+        fresh = True
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if run_id is None:
+                continue  # a default id just taken by another run: draw another
+            if not path.is_dir():
+                raise RunError(f"{path}: exists and is not a folder; choose another --run-id") from None
+            fresh = False
+        except OSError as exc:
+            raise RunError(f"{path}: cannot create the run folder ({os_error_text(exc)}); "
+                           "choose another --output-dir or --run-id") from None
+        lock = _lock_run_folder(path)
+        if not fresh and any(p.name != _LOCK for p in path.iterdir()):
+            _unlock(lock)
+            raise RunError(f"{path}: run folder exists and is not empty; use --resume to finish it")
+        return path, lock
+    raise RunError(f"{parent}: no unused run id found; give one with --run-id")  # pragma: no cover
+
+
+def _lock_run_folder(path: Path) -> int | None:
+    """Hold ``path/.lock`` (``flock``) for the run's lifetime: a second run or resume of the same
+    folder is refused while this one runs. The kernel releases the lock when the process ends,
+    however it ends; the file stays (removing it would race with a process about to lock it)."""
+    if fcntl is None:  # pragma: no cover - not on POSIX
+        return None
+    try:
+        fd = os.open(path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot lock the run folder ({os_error_text(exc)}); "
+                       "it must be a writable folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise RunError(f"{path}: the run folder is in use by another simsys run{who}; "
+                       "wait for it to finish") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pid is only shown to a refused second run
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _resume_hint(run_dir: Path, allow_imports: bool) -> str:
+    flag = " --allow-import" if allow_imports else ""
+    return f"the finished cells are kept; finish the run with: simsys run --resume {run_dir}{flag}"
+
+
+@contextmanager
+def _writing(run_dir: Path, allow_imports: bool):
+    """An OSError while writing into the run folder (disk full, read-only) as one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunError(f"{os_error_path(exc, run_dir)}: cannot write ({os_error_text(exc)}); "
+                       f"{_resume_hint(run_dir, allow_imports)}") from None
+
+
+# --- what the machine holds ------------------------------------------------------------------------
+def _patient_bytes(scenario: Scenario, population: str) -> int:
+    """Bytes a sampled patient takes: its float64 and uint8 columns and its int64 id."""
+    p = build_plan(scenario, population, biased=True).program
+    return 8 * len(p.columns_f) + len(p.columns_u) + 8
+
+
+def _check_memory(scenario: Scenario, experiment: Experiment, workers: int | None,
+                  executor: str, scheduler: str | None) -> tuple[int | None, str | None]:
+    """Refuse cells that cannot fit in memory; return the local workers that fit, and why fewer.
+
+    A cell holds at once the biased training cohort and its clean twin (as many rows as the
+    training population's ``n``), the validation and the test cohorts, and their feature
+    matrices; model fitting needs more on top, so this is a lower bound.
+    """
+    if executor == "dask" and scheduler:
+        return workers, None  # a remote cluster's machines are not this one
+    avail = available_memory()
+    f = 8 * len(scenario.spec.roles.features) + 16  # features, label and group codes
+    per_train = _patient_bytes(scenario, experiment.train) + f
+    per_test = _patient_bytes(scenario, experiment.test) + f
+    worst, worst_key, worst_n = 0, "", 0
+    for point in experiment.points:
+        sc = scenario.with_values(point) if point else scenario
+        n_train = sc.spec.populations[experiment.train].n
+        key = f"populations.{experiment.train}.n"
+        if key in point:
+            key = f"experiment.sweep ({key})"
+        parts = [(2 * n_train * per_train, key, n_train),
+                 (experiment.test_n * per_test, "experiment.test_n", experiment.test_n),
+                 (experiment.validation_n * per_test, "experiment.validation_n", experiment.validation_n)]
+        need = sum(p[0] for p in parts)
+        if need > worst:
+            worst = need
+            _, worst_key, worst_n = max(parts)
+    if worst_n > MAX_PATIENTS:
+        raise ScenarioError(scenario.source, worst_key, f"{worst_n} patients: more than "
+                            f"{MAX_PATIENTS} patients cannot be numbered; allowed: fewer")
+    if avail is not None and worst > avail:
+        raise ScenarioError(
+            scenario.source, worst_key,
+            f"{worst_n} patients: a cell holds the training cohort, its clean twin, the validation "
+            f"and the test cohorts in memory at once, at least {format_bytes(worst)}, but "
+            f"{format_bytes(avail)} is available; allowed: sizes whose cells fit in memory")
+    if executor != "local" or avail is None:
+        return workers, None
+    fit = max(1, avail // max(worst, 1))
+    wanted = workers or _cores()
+    if wanted > fit:
+        return fit, (f"{fit} worker(s) instead of {wanted}: a cell needs at least "
+                     f"{format_bytes(worst)} and {format_bytes(avail)} is available")
+    return workers, None
+
+
 def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, workers: int | None = None,
         executor: str = "local", scheduler: str | None = None, output_dir: str | os.PathLike | None = "outputs",
         run_id: str | None = None, resume: str | os.PathLike | None = None, allow_imports: bool = False,
         save_predictions: bool = False, progress: bool = False, replicates: int | None = None,
-        models: list | None = None) -> RunResult:
+        models: list | None = None, timeout: float = 10.0) -> RunResult:
     """Run a scenario's experiment and return its results as DataFrames.
 
     Parameters
@@ -805,14 +1121,22 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     seed : int, optional
         Root seed (default: the scenario's). Every replicate's seed derives from it.
     workers : int, optional
-        Local worker processes (default: the cores available). Results do not depend on it.
+        Local worker processes (default: the cores available, fewer if their cells would not fit
+        in memory). Results do not depend on it.
     executor : {"local", "dask"}
         ``dask`` sends tasks to a Dask scheduler (``scheduler`` address, or a local cluster).
     output_dir : path or None
-        Writes ``<output_dir>/<scenario>/<run_id>/``; None keeps everything in memory.
+        Writes ``<output_dir>/<scenario>/<run_id>/`` (created atomically, locked while the run
+        lasts); None keeps everything in memory.
     resume : path, optional
-        A run folder to finish: its manifest gives the scenario and seed; finished cells are kept.
-        A run started with ``models=`` needs the same ``models=`` again.
+        A run folder to finish: its manifest gives the scenario, seed and replicates (``seed``
+        and ``replicates`` must not be given); finished cells are kept, cells that failed or
+        are damaged are redone. The folder is untrusted input: ``allow_imports`` is not taken
+        from it, so a run whose models need it needs ``allow_imports=True`` again. A run started
+        with ``models=`` needs the same ``models=`` again.
+    timeout : float
+        Dask: seconds to wait for the scheduler to answer, and for a worker while the cluster
+        has none; then the run stops with an error (and can be resumed).
     models : list, optional
         Replaces ``experiment.models``. Entries are model specs as in YAML (dicts or names) or
         estimator objects (cloned with ``sklearn.base.clone`` for every fit) or classes; a dict
@@ -820,27 +1144,42 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         whose ``fit`` takes ``sensitive_features`` receives the group by default. With several
         workers the objects are pickled to them: define their class in an importable module
         (not in a notebook), or use ``workers=1``. See ``docs/methods.md``.
+
+    Raises
+    ------
+    RunError, ScenarioError, ModelError
+        One line each: a bad experiment, a damaged or busy run folder, cells that cannot fit in
+        memory, a folder that cannot be written, an executor that fails. Cells already written
+        are kept, and the message says how to resume.
     """
     if executor not in ("local", "dask"):  # before any folder is made
         raise RunError(f"unknown executor {executor!r}; allowed: local, dask")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+        raise RunError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+    recorded = None
+    run_dir = None
     if resume is not None:
+        if seed is not None or replicates is not None:
+            raise RunError("a resumed run takes its seed and replicates from its run folder; "
+                           "do not give seed or replicates")
         run_dir = Path(resume)
-        mpath = run_dir / "manifest.json"
-        if not mpath.is_file():
-            raise RunError(f"{run_dir}: not a run folder (no manifest.json)")
-        manifest = json.loads(mpath.read_text())
-        scenario = from_dict(manifest["scenario"], source=manifest["source"])
-        seed = manifest["seed"]
-        allow_imports = manifest.get("allow_imports", allow_imports)
-        save_predictions = manifest.get("save_predictions", save_predictions)
-        replicates = manifest.get("replicates_override")
-        if manifest.get("python_models") and models is None:
+        recorded = read_manifest(run_dir)
+        try:
+            scenario = from_dict(recorded["scenario"], source=recorded["source"])
+        except ScenarioError as exc:
+            raise RunError(f"{run_dir / 'manifest.json'}: scenario: {exc}") from None
+        seed = recorded["seed"]
+        save_predictions = recorded["save_predictions"]
+        replicates = recorded["replicates_override"]
+        if recorded["python_models"] and models is None:
             raise RunError(f"{run_dir}: this run was started with model objects passed from Python; "
                            "pass the same models= to resume it")
-    else:
-        if not isinstance(scenario, Scenario):
-            scenario = load_scenario(scenario)
-        run_dir = None
+        if recorded["allow_imports"] and not allow_imports:
+            raise RunError(f"{run_dir}: this run was started with --allow-import (its models run "
+                           "code from outside sklearn., simsys. and fairlearn.); pass --allow-import "
+                           "again to resume it")
+    elif not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
     if replicates is not None:
         data = dict(scenario.data)
         data["experiment"] = {**(data.get("experiment") or {}), "replicates": int(replicates)}
@@ -849,102 +1188,163 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     root_seed = int(scenario.spec.seed if seed is None else seed)
     seeds = replicate_seeds(root_seed, experiment.replicates)
     tasks = [(pi, rep) for rep in range(experiment.replicates) for pi in range(len(experiment.points))]
+    workers, fewer = _check_memory(scenario, experiment, workers, executor, scheduler)
 
-    if output_dir is not None and run_dir is None:
-        rid = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-s{root_seed}"
-        run_dir = Path(output_dir) / scenario.name / rid
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunError(f"{run_dir}: run folder exists and is not empty; use --resume to finish it")
+    lock = handler = None
     if run_dir is not None:
-        (run_dir / "cells").mkdir(parents=True, exist_ok=True)
-        # a run that raised (interrupted, a failing executor) could not detach its log file: do it
-        # now, so that this run does not also write into an earlier run's log
-        for stale in [h for h in log.handlers if getattr(h, "simsys_run_log", False)]:
-            log.removeHandler(stale)
-            stale.close()
-        handler = logging.FileHandler(run_dir / "run.log")
-        handler.simsys_run_log = True
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    manifest = {
-        "simsys_run": 1, "scenario_name": scenario.name, "source": scenario.source,
-        "scenario": scenario.data, "scenario_sha256": scenario.digest(), "seed": root_seed,
-        "replicate_seeds": seeds, "cells": [
-            {"point": pi, "replicate": rep, "seed": seeds[rep], "settings": experiment.points[pi]}
-            for pi, rep in tasks],
-        "models": list(experiment.models), "python_models": models is not None,
-        "baseline": experiment.baseline, "method_checks": dataclasses.asdict(experiment.method_checks),
-        "allow_imports": allow_imports,
-        "save_predictions": save_predictions, "replicates_override": replicates,
-        "versions": _versions(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        "status": "running",
-    }
-    t_start = time.perf_counter()
-    if run_dir is not None:
-        if resume is not None:
-            old = json.loads((run_dir / "manifest.json").read_text())
-            manifest["started"] = old.get("started")
-            manifest["resumed"] = _dt.datetime.now().isoformat(timespec="seconds")
-            # temporary files of writes the interruption cut short (atomic_write's .part files)
-            for stray in [*run_dir.glob(".*.part"), *run_dir.glob("*/.*.part")]:
-                stray.unlink(missing_ok=True)
-        _write_json(run_dir / "manifest.json", manifest)
-        log.info("run %s: %d tasks (%d points x %d replicates), seed %d", run_dir.name, len(tasks),
-                 len(experiment.points), experiment.replicates, root_seed)
-
-    done: dict[tuple[int, int], dict] = {}
-    if run_dir is not None:
-        for pi, rep in tasks:
-            cell = _cell_path(run_dir, pi, rep)
-            if cell.is_file():
-                done[(pi, rep)] = _read_cell(cell)
-    todo = [t for t in tasks if t not in done]
-    payload = [(scenario.data, scenario.source, experiment, pi, rep, seeds[rep], allow_imports, save_predictions)
-               for pi, rep in todo]
-
-    def finished(key, res):
-        done[key] = res
-        if run_dir is not None:
-            _write_cell(run_dir, key, res)
-            for e in res["errors"]:
-                log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
-                            e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
-
-    if len(payload) > 1 and (executor == "dask" or (workers or _cores()) > 1):
-        _warm_kernels(scenario, experiment, root_seed)
-    bar = _progress(len(tasks), len(done), progress)
+        lock = _lock_run_folder(run_dir)
+    elif output_dir is not None:
+        run_dir, lock = _new_run_folder(Path(output_dir) / scenario.name, run_id, root_seed)
     try:
-        for key, res in _execute(payload, workers=workers, executor=executor, scheduler=scheduler):
-            finished(key, res)
-            bar.update(1)
+        if run_dir is not None:
+            with _writing(run_dir, allow_imports):
+                (run_dir / "cells").mkdir(exist_ok=True)
+                handler = _attach_log(run_dir)
+        manifest = {
+            "simsys_run": 1, "scenario_name": scenario.name, "source": scenario.source,
+            "scenario": scenario.data, "scenario_sha256": scenario.digest(), "seed": root_seed,
+            "replicate_seeds": seeds, "cells": [
+                {"point": pi, "replicate": rep, "seed": seeds[rep], "settings": experiment.points[pi]}
+                for pi, rep in tasks],
+            "models": list(experiment.models), "python_models": models is not None,
+            "baseline": experiment.baseline, "method_checks": dataclasses.asdict(experiment.method_checks),
+            "allow_imports": allow_imports,
+            "save_predictions": save_predictions, "replicates_override": replicates,
+            "versions": _versions(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "status": "running",
+        }
+        t_start = time.perf_counter()
+        done: dict[tuple[int, int], dict] = {}
+        if run_dir is not None:
+            if recorded is not None:
+                manifest["started"] = recorded["started"]
+                manifest["resumed"] = _dt.datetime.now().isoformat(timespec="seconds")
+                # temporary files of writes the interruption cut short (atomic_write's .part files)
+                with _writing(run_dir, allow_imports):
+                    for stray in [*run_dir.glob(".*.part"), *run_dir.glob("*/.*.part")]:
+                        stray.unlink(missing_ok=True)
+            with _writing(run_dir, allow_imports):
+                _write_json(run_dir / "manifest.json", manifest)
+            log.info("run %s: %d tasks (%d points x %d replicates), seed %d", run_dir.name, len(tasks),
+                     len(experiment.points), experiment.replicates, root_seed)
+            if fewer:
+                log.info("running %s", fewer)
+            done = _finished_cells(run_dir, tasks)
+        todo = [t for t in tasks if t not in done]
+        payload = [(scenario.data, scenario.source, experiment, pi, rep, seeds[rep], allow_imports, save_predictions)
+                   for pi, rep in todo]
+
+        def finished(key, res):
+            done[key] = res
+            if run_dir is not None:
+                with _writing(run_dir, allow_imports):
+                    _write_cell(run_dir, key, res)
+                for e in res["errors"]:
+                    log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
+                                e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
+
+        if len(payload) > 1 and (executor == "dask" or (workers or _cores()) > 1):
+            _warm_kernels(scenario, experiment, root_seed)
+        bar = _progress(len(tasks), len(done), progress)
+        stream = _execute(payload, workers=workers, executor=executor, scheduler=scheduler,
+                          timeout=timeout)
+        try:
+            for key, res in stream:
+                raise_if_interrupted()
+                finished(key, res)
+                bar.update(1)
+            raise_if_interrupted()
+        finally:
+            # now, not when the generator is collected: a write error or an interruption stops the
+            # workers at once and cancels the queued cells (the written ones stay)
+            stream.close()
+            bar.close()
+
+        frames = [done[t]["rows"] for t in tasks if done[t]["rows"] is not None]
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+        errs = [e for t in tasks for e in done[t]["errors"]]
+        errors = pd.DataFrame(errs, columns=["point", "replicate", "model", "training", "error"])
+        summary = summarise(results, experiment)
+        timings = {k: float(sum(done[t]["timings"].get(k, 0.0) for t in tasks)) for k in ("sampling", "fitting", "metrics")}
+        timings["wall"] = time.perf_counter() - t_start
+        manifest.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                        timings=timings, errors=len(errs),
+                        train_sizes={f"{pi}/{rep}": [done[(pi, rep)].get("n_train_biased"), done[(pi, rep)].get("n_train_clean")] for pi, rep in tasks})
+        from simsys.findings import RunView, build_findings
+
+        view = RunView(results, scenario, manifest)
+        findings = build_findings(view)
+        result = RunResult(results, summary, errors, run_dir, manifest, findings, view)
+        if run_dir is not None:
+            with _writing(run_dir, allow_imports):
+                _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions)
+                atomic_write(run_dir / "summary.md",
+                             lambda t: Path(t).write_text(summary_markdown(result), encoding="utf-8"))
+                atomic_write(run_dir / "findings.csv", lambda t: result.findings_frame().to_csv(t, index=False))
+                _write_json(run_dir / "manifest.json", manifest)
+            log.info("finished: %d result rows, %d errors, %.1f s", len(results), len(errs), timings["wall"])
+        return result
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM turned into it by the CLI
+        if run_dir is not None:
+            log.warning("interrupted; %s", _resume_hint(run_dir, allow_imports))
+            exc.simsys_detail = _resume_hint(run_dir, allow_imports)
+        raise
+    except _ExecutorError as exc:
+        if run_dir is None:
+            raise RunError(str(exc)) from None
+        log.error("%s", exc)
+        raise RunError(f"{exc}; {_resume_hint(run_dir, allow_imports)}") from None
+    except RunError as exc:
+        if run_dir is not None:
+            log.error("%s", exc)
+        raise
     finally:
-        bar.close()
+        if handler is not None:
+            log.removeHandler(handler)  # only ours: handlers a user attached stay
+            handler.close()
+        _unlock(lock)
 
-    frames = [done[t]["rows"] for t in tasks if done[t]["rows"] is not None]
-    results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
-    errs = [e for t in tasks for e in done[t]["errors"]]
-    errors = pd.DataFrame(errs, columns=["point", "replicate", "model", "training", "error"])
-    summary = summarise(results, experiment)
-    timings = {k: float(sum(done[t]["timings"].get(k, 0.0) for t in tasks)) for k in ("sampling", "fitting", "metrics")}
-    timings["wall"] = time.perf_counter() - t_start
-    manifest.update(status="finished", finished=_dt.datetime.now().isoformat(timespec="seconds"),
-                    timings=timings, errors=len(errs),
-                    train_sizes={f"{pi}/{rep}": [done[(pi, rep)].get("n_train_biased"), done[(pi, rep)].get("n_train_clean")] for pi, rep in tasks})
-    from simsys.findings import RunView, build_findings
 
-    view = RunView(results, scenario, manifest)
-    findings = build_findings(view)
-    result = RunResult(results, summary, errors, run_dir, manifest, findings, view)
-    if run_dir is not None:
-        _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions)
-        atomic_write(run_dir / "summary.md", lambda t: Path(t).write_text(summary_markdown(result), encoding="utf-8"))
-        atomic_write(run_dir / "findings.csv", lambda t: result.findings_frame().to_csv(t, index=False))
-        _write_json(run_dir / "manifest.json", manifest)
-        log.info("finished: %d result rows, %d errors, %.1f s", len(results), len(errs), timings["wall"])
-        log.removeHandler(handler)  # only ours: handlers a user attached stay
-        handler.close()
-    return result
+class _RunLog(logging.FileHandler):
+    """``run.log``. A log line that cannot be written (a full disk) is dropped: logging would print
+    a traceback, and the error that matters is reported on its own, in one line."""
+
+    def handleError(self, record):
+        pass
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    """The run's ``run.log``; handlers of earlier runs of this process are detached first."""
+    for stale in [h for h in log.handlers if getattr(h, "simsys_run_log", False)]:
+        log.removeHandler(stale)
+        stale.close()
+    handler = _RunLog(run_dir / "run.log")
+    handler.simsys_run_log = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _finished_cells(run_dir: Path, tasks: list[tuple[int, int]]) -> dict[tuple[int, int], dict]:
+    """The cells a resumed run keeps: readable, of the right cell, and without errors. A damaged
+    cell file is redone, and so is a cell with errors (a failure may be transient); both logged."""
+    done = {}
+    for pi, rep in tasks:
+        path = _cell_path(run_dir, pi, rep)
+        if not path.is_file():
+            continue
+        try:
+            res = _read_cell(path, pi, rep)
+        except Exception as exc:  # any damage: the cell is simply computed again
+            log.warning("cell point=%d replicate=%d: %s is damaged (%s); redoing it", pi, rep,
+                        path.name, _clip(f"{type(exc).__name__}: {exc}", 200))
+            continue
+        if res["errors"]:
+            log.info("cell point=%d replicate=%d had %d error(s); retrying it", pi, rep, len(res["errors"]))
+            continue
+        done[(pi, rep)] = res
+    return done
 
 
 def _warm_kernels(scenario: Scenario, experiment: Experiment, seed: int) -> None:
@@ -962,49 +1362,139 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, disable=not enabled, desc="cells", unit="cell", file=sys.stderr)
 
 
-def _execute(payload, *, workers, executor, scheduler):
-    """Yield ((point, replicate), result) as tasks finish, on the chosen executor."""
+def _failed_cell(key, exc: BaseException) -> dict:
+    """The result of a cell whose task the executor could not run or return (it is retried on
+    resume, as every cell with errors is)."""
+    pi, rep = key
+    return {"rows": None, "errors": [{"point": pi, "replicate": rep, "model": "", "training": "",
+                                      "error": f"{type(exc).__name__}: {exc}"}],
+            "predictions": [], "timings": {}, "n_train_biased": 0, "n_train_clean": 0}
+
+
+def _execute(payload, *, workers, executor, scheduler, timeout=10.0):
+    """Yield ((point, replicate), result) as tasks finish, on the chosen executor.
+
+    Closing the generator early (an error while writing, an interruption) stops the work at once:
+    queued tasks are cancelled and worker processes terminated.
+    """
     if not payload:
         return
     keys = [(p[3], p[4]) for p in payload]
     if executor == "dask":
-        try:
-            from dask.distributed import Client, LocalCluster, as_completed
-        except ImportError:
-            raise RunError("the dask executor needs the optional extra: pip install 'simsys[dask]'") from None
-        cluster = None
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            n = workers or _cores()
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        try:
-            client.run(_init_worker)
-            futs = {client.submit(_task_entry, p, pure=False): k for p, k in zip(payload, keys)}
-            for fut in as_completed(futs):
-                yield futs[fut], fut.result()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        yield from _execute_dask(payload, keys, workers=workers, scheduler=scheduler, timeout=timeout)
         return
     if executor != "local":
         raise RunError(f"unknown executor {executor!r}; allowed: local, dask")
     n = workers or _cores()
     if n <= 1 or len(payload) == 1:
         for p, k in zip(payload, keys):
+            raise_if_interrupted()
             yield k, _task_entry(p)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(n, len(payload)), mp_context=ctx, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(n, len(payload)), mp_context=ctx,
+                               initializer=_init_local_worker, initargs=(os.getpid(),))
+    completed = False
+    futs = {}
+    try:
         futs = {pool.submit(_task_entry, p): k for p, k in zip(payload, keys)}
         for fut in as_completed(futs):
-            yield futs[fut], fut.result()
+            try:
+                res = fut.result()
+            except BrokenProcessPool:
+                raise _ExecutorError("a worker process died unexpectedly (killed, or out of "
+                                     "memory?)") from None
+            except Exception as exc:  # the result could not come back (e.g. not picklable)
+                res = _failed_cell(futs[fut], exc)
+            yield futs[fut], res
+        completed = True
+    finally:
+        if completed:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool, futs)
+
+
+def _stop_pool(pool, futures) -> None:
+    """Cancel what is queued and terminate the workers (running cells are abandoned)."""
+    for f in futures:
+        f.cancel()
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+        if p.is_alive():  # pragma: no cover - SIGTERM ignored
+            p.kill()
+            p.join(5)
+
+
+def _execute_dask(payload, keys, *, workers, scheduler, timeout):
+    """The Dask executor: a connect timeout, and an error (not a wait forever) when the cluster
+    has had no worker for ``timeout`` seconds."""
+    try:
+        from dask.distributed import Client, LocalCluster, wait
+    except ImportError:
+        raise RunError("the dask executor needs the optional extra: pip install 'simsys[dask]'") from None
+    cluster = client = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout=timeout)
+            except Exception as exc:  # OSError after the timeout, ValueError for a bad address
+                raise _ExecutorError(f"dask scheduler {scheduler}: no answer within {timeout:g} s "
+                                     f"({type(exc).__name__}: {_clip(str(exc), 160)}); check "
+                                     "--scheduler, or give a longer --timeout") from None
+        else:
+            cluster = LocalCluster(n_workers=workers or _cores(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        client.run(_init_worker)
+        futs = {client.submit(_task_entry, p, pure=False): k for p, k in zip(payload, keys)}
+        pending = set(futs)
+        idle_since = None
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=min(1.0, timeout), return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                try:
+                    res = fut.result()
+                except Exception as exc:  # KilledWorker: the cell is retried on resume
+                    res = _failed_cell(futs[fut], exc)
+                yield futs[fut], res
+            if done:
+                idle_since = None
+                continue
+            try:
+                has_workers = bool(client.nthreads())
+            except Exception as exc:
+                raise _ExecutorError(f"lost the Dask scheduler ({type(exc).__name__}: "
+                                     f"{_clip(str(exc), 160)})") from None
+            if has_workers:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > timeout:
+                address = scheduler or "of the local cluster"
+                raise _ExecutorError(f"dask scheduler {address}: no workers for {timeout:g} s, "
+                                     f"{len(pending)} of {len(futs)} cells not run; start workers, "
+                                     "or give a longer --timeout")
+    finally:
+        if client is not None:
+            try:
+                client.close(timeout=timeout)
+            except Exception:  # pragma: no cover - closing a lost connection
+                pass
+        if cluster is not None:
+            cluster.close()
 
 
 def _cores() -> int:
@@ -1024,7 +1514,7 @@ def _write_cell(run_dir: Path, key, res) -> None:
     import pyarrow.parquet as pq
 
     rows = res["rows"] if res["rows"] is not None else pd.DataFrame(columns=RESULT_COLUMNS)
-    table = pa.Table.from_pandas(rows.astype({"reason": "object"}), preserve_index=False)
+    table = pa.Table.from_pandas(_arrow_safe(rows.astype({"reason": "object"})), preserve_index=False)
     meta = {b"simsys": json.dumps({k: res[k] for k in ("errors", "timings", "n_train_biased", "n_train_clean")},
                                   default=str).encode()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
@@ -1038,16 +1528,67 @@ def _write_cell(run_dir: Path, key, res) -> None:
     atomic_write(_cell_path(run_dir, *key), lambda t: pq.write_table(table, t))
 
 
-def _read_cell(path: Path) -> dict:
+def _read_cell(path: Path, pi: int, rep: int) -> dict:
+    """A cell file, checked: a cell file is untrusted (a resumed folder may be damaged or
+    crafted). Raises ValueError (or pyarrow's errors) for anything but a cell of (pi, rep)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    meta = json.loads(table.schema.metadata[b"simsys"])
+    raw = (table.schema.metadata or {}).get(b"simsys")
+    if raw is None:
+        raise ValueError("no simsys metadata")
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a mapping")
+    errors, timings = meta.get("errors"), meta.get("timings")
+    if not isinstance(errors, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("error"), str) for e in errors):
+        raise ValueError("errors: expected a list of {error: text}")
+    if not isinstance(timings, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in timings.values()):
+        raise ValueError("timings: expected a mapping of numbers")
+    sizes = {k: meta.get(k) for k in ("n_train_biased", "n_train_clean")}
+    if not all(v is None or _is_int(v) for v in sizes.values()):
+        raise ValueError("n_train_*: expected integers >= 0")
+    for e in errors:
+        if e.get("point") != pi or e.get("replicate") != rep:
+            raise ValueError("an error of another cell")
     rows = table.to_pandas()
-    return {"rows": rows if len(rows) else None, "predictions": [], **meta}
+    missing = [c for c in RESULT_COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"missing columns {missing}")
+    if len(rows):
+        if not ((rows["point"] == pi).all() and (rows["replicate"] == rep).all()):
+            raise ValueError("rows of another cell")
+        if not pd.api.types.is_float_dtype(rows["value"]):
+            raise ValueError(f"value column of type {rows['value'].dtype}")
+    return {"rows": rows if len(rows) else None, "predictions": [], "errors": errors,
+            "timings": timings, **sizes}
+
+
+def _arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every object column that mixes types written as text (Parquet columns hold
+    one type); :func:`expand_sweep` refuses such sweeps, this keeps a run finishable anyway."""
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].tolist()
+        kinds = {_value_kind(v) for v in values if not _missing(v)}
+        if len(kinds) > 1:
+            if out is frame:
+                out = frame.copy()
+            out[col] = [None if _missing(v) else v if isinstance(v, str)
+                        else json.dumps(v) if isinstance(v, list | dict) else str(v) for v in values]
+    return out
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _write_outputs(run_dir, results, summary, errors, done, tasks, save_predictions) -> None:
+    results, summary = _arrow_safe(results), _arrow_safe(summary)
     atomic_write(run_dir / "results.parquet", lambda t: results.to_parquet(t, index=False))
     atomic_write(run_dir / "results.csv", lambda t: results.to_csv(t, index=False))
     atomic_write(run_dir / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
@@ -1100,6 +1641,5 @@ def summary_markdown(result: RunResult) -> str:
     return render.markdown(view, result.findings, metrics=headline_metrics(view), title=title, facts=facts)
 
 
-__all__ = ["Experiment", "RunResult", "expand_sweep", "format_summary", "parse_experiment", "run",
-           "summarise"]
-
+__all__ = ["Experiment", "RunResult", "expand_sweep", "format_summary", "nothing_succeeded",
+           "parse_experiment", "read_manifest", "run", "summarise"]
