@@ -386,9 +386,7 @@ def report(run_dir, allow_imports) -> None:
     simsys. and fairlearn. unless --allow-import is given.
     """
     from simsys.io import os_error_path, os_error_text
-    from simsys.runner import read_manifest
 
-    read_manifest(run_dir)  # a damaged manifest: one line naming it
     try:
         from simsys.report import write_report
 

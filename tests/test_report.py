@@ -442,16 +442,18 @@ def _damage_results(edit):
 DAMAGE = {
     "manifest not JSON": (lambda c: (c / "manifest.json").write_text("{not json"),
                           "{dir}/manifest.json: not valid JSON (Expecting property name enclosed in double "
-                          "quotes: line 1 column 2 (char 1)); expected the manifest simsys run writes"),
+                          "quotes at line 1, column 2); the run folder is damaged"),
     "manifest a list": (lambda c: (c / "manifest.json").write_text("[1, 2]"),
-                        "{dir}/manifest.json: (top level): found a list; expected a mapping, as simsys run writes"),
+                        "{dir}/manifest.json: expected a JSON object, got list; the run folder is damaged"),
     "seed as text": (_damage_manifest(lambda m: m["replicate_seeds"].__setitem__(1, "7")),
-                     "{dir}/manifest.json: replicate_seeds[1]: found the text '7'; expected a whole number in "
-                     "[0, 2**64)"),
-    "cell point negative": (_damage_manifest(lambda m: m["cells"][0].__setitem__("point", -1)),
-                            "{dir}/manifest.json: cells[0].point: found the number -1; expected a whole number >= 0"),
+                     "{dir}/manifest.json: replicate_seeds: got [{seed0}, '7']; expected a non-empty list of "
+                     "integers >= 0 (the run folder is damaged)"),
+    "cell replicate beyond the seeds": (_damage_manifest(lambda m: m["cells"][0].__setitem__("replicate", 9)),
+                                        "{dir}/manifest.json: cells[0].replicate: found the number 9; expected "
+                                        "a replicate below 2 (one per seed)"),
     "models not a list": (_damage_manifest(lambda m: m.__setitem__("models", "logreg")),
-                          "{dir}/manifest.json: models: found the text 'logreg'; expected a list of model specs"),
+                          "{dir}/manifest.json: models: got 'logreg'; expected a list of model names or specs "
+                          "(the run folder is damaged)"),
     "results not parquet": (lambda c: (c / "results.parquet").write_bytes(b"PAR1 garbage"),
                             "{dir}/results.parquet: cannot be read as a Parquet table (ArrowInvalid); expected "
                             "the table simsys run writes"),
@@ -475,10 +477,11 @@ def test_a_damaged_run_folder_is_one_line_naming_file_key_and_what_was_found(cas
     damage, message = DAMAGE[case]
     copy = tmp_path / "damaged"
     shutil.copytree(run_dir, copy)
+    seed0 = json.loads((copy / "manifest.json").read_text())["replicate_seeds"][0]
     damage(copy)
     result = invoke("report", copy)
     assert result.exit_code == 1
-    assert result.stderr == "error: " + message.format(dir=copy) + "\n"
+    assert result.stderr == "error: " + message.format(dir=copy, seed0=seed0) + "\n"
 
 
 PLUGIN = """\

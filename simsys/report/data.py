@@ -18,7 +18,6 @@ population, each as a "prediction" of the truth). Nothing is sampled again.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -257,43 +256,28 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_manifest(manifest: Any, where: Path) -> dict:
-    """The manifest's fields the report reads, checked (raises :class:`RunError`)."""
+def check_manifest(manifest: dict, where: Path) -> dict:
+    """What the report reads from a manifest beyond what :func:`simsys.runner.read_manifest`
+    already checked (the types a resumed run needs): the run is finished, each cell's replicate
+    has a seed, and the fields the page shows (raises :class:`RunError`)."""
     def need(ok: bool, key: str, value: Any, allowed: str) -> None:
         if not ok:
             raise _damaged(where, key, f"found {_kind(value)}", allowed)
 
-    need(isinstance(manifest, dict), "(top level)", manifest, "expected a mapping, as simsys run writes")
     status = manifest.get("status")
     if status != "finished":
         run_dir = where.parent
         raise RunError(f"{run_dir}: the run is not finished (status {status!r}); finish it with: "
                        f"simsys run --resume {run_dir}")
-    for key in ("scenario",):
-        need(isinstance(manifest.get(key), dict), key, manifest.get(key), "expected the resolved scenario (a mapping)")
-    need(isinstance(manifest.get("source"), str), "source", manifest.get("source"), "expected the scenario's file name")
-    need(_is_int(manifest.get("seed")), "seed", manifest.get("seed"), "expected a whole number")
-    seeds = manifest.get("replicate_seeds")
-    need(isinstance(seeds, list) and len(seeds) > 0, "replicate_seeds", seeds, "expected a non-empty list of seeds")
-    for i, s in enumerate(seeds):
-        need(_is_int(s) and 0 <= s < 2**64, f"replicate_seeds[{i}]", s, "expected a whole number in [0, 2**64)")
-    cells = manifest.get("cells")
-    need(isinstance(cells, list) and len(cells) > 0, "cells", cells, "expected a non-empty list of cells")
+    seeds = manifest["replicate_seeds"]
+    cells = manifest["cells"]
+    need(len(cells) > 0, "cells", cells, "expected a non-empty list of cells")
     for i, c in enumerate(cells):
-        need(isinstance(c, dict), f"cells[{i}]", c, "expected a mapping with point, replicate and settings")
-        for k in ("point", "replicate"):
-            need(_is_int(c.get(k)) and c.get(k) >= 0, f"cells[{i}].{k}", c.get(k), "expected a whole number >= 0")
         need(c["replicate"] < len(seeds), f"cells[{i}].replicate", c["replicate"],
              f"expected a replicate below {len(seeds)} (one per seed)")
         settings = c.get("settings")
-        need(settings is None or (isinstance(settings, dict) and all(isinstance(k, str) for k in settings)),
+        need(settings is None or all(isinstance(k, str) for k in settings),
              f"cells[{i}].settings", settings, "expected a mapping of key paths to values")
-    models = manifest.get("models")
-    need(isinstance(models, list), "models", models, "expected a list of model specs")
-    for i, m in enumerate(models):
-        ok = isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("name", ""), str)
-                                    and (isinstance(m.get("model"), str) or "name" in m))
-        need(ok, f"models[{i}]", m, "expected a model name or a mapping with name and model")
     need(manifest.get("baseline") is None or isinstance(manifest.get("baseline"), str), "baseline",
          manifest.get("baseline"), "expected a model name or null")
     checks = manifest.get("method_checks")
@@ -304,7 +288,7 @@ def check_manifest(manifest: Any, where: Path) -> dict:
         tol = checks.get("tolerance", 0.0)
         need(isinstance(tol, int | float) and not isinstance(tol, bool) and math.isfinite(tol),
              "method_checks.tolerance", tol, "expected a number")
-    for key in ("started", "finished", "resumed", "scenario_sha256", "scenario_name"):
+    for key in ("finished", "resumed", "scenario_sha256", "scenario_name"):
         v = manifest.get(key)
         need(v is None or isinstance(v, str), key, v, "expected text")
     need(_is_int(manifest.get("errors", 0)), "errors", manifest.get("errors"), "expected a whole number")
@@ -400,15 +384,11 @@ def load_run(run_dir: str | Path) -> RunData:
         If the folder is not a finished run, or anything in it is damaged (one line saying where
         and what).
     """
+    from simsys.runner import read_manifest
+
     run_dir = Path(run_dir)
     mpath = run_dir / MANIFEST
-    if not mpath.is_file():
-        raise RunError(f"{run_dir}: not a run folder (no manifest.json)")
-    try:
-        raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{mpath}: not valid JSON ({exc}); expected the manifest simsys run writes") from exc
-    manifest = check_manifest(raw, mpath)
+    manifest = check_manifest(read_manifest(run_dir), mpath)  # one reader of manifests: the runner's
     for name in (RESULTS, SUMMARY):
         if not (run_dir / name).is_file():
             raise RunError(f"{run_dir}: {name} is missing; the run folder is incomplete")
