@@ -12,8 +12,15 @@ of sampling and metrics in that work (the issue's target: under 10%). In the sam
 times the bootstrap: ``simsys.metrics.bootstrap_metrics`` against fairlearn's
 ``MetricFrame(n_boot=...)`` on 100,000 rows, reusing ``benchmarks/bootstrap_speed.py``.
 
+With ``--reuse`` it instead times a scenario file's own run (default: the melanoma flagship, as
+``simsys run scenarios/melanoma.yaml`` runs it) twice in the same process, with the reuse of
+common-random-number work off and on (``simsys.runner.ReuseCache``: the clean twin, the test cohorts
+and the fits on them are computed once per replicate), checks the results are identical, and
+prints the speed-up (target: 1.5x or better on the melanoma default).
+
 Usage::
 
+    python benchmarks/run_speed.py --reuse      # melanoma default, reuse off then on (a few minutes)
     python benchmarks/run_speed.py              # the reference sweep (minutes) and the full bootstrap
     python benchmarks/run_speed.py --quick      # 4 points x 2 replicates at 20,000 patients;
                                                 # fairlearn with 5 resamples, extrapolated
@@ -137,6 +144,26 @@ def time_bootstrap(quick: bool) -> None:
     print(f"  speed-up: {fl_full / ours:,.0f}x{' (extrapolated)' if quick else ''} (target >= 200x)")
 
 
+def time_reuse(args) -> None:
+    import pandas as pd
+
+    from simsys.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    walls, results = {}, {}
+    for reuse in (False, True):
+        t0 = time.perf_counter()
+        res = run(sc, output_dir=None, workers=args.workers, reuse=reuse)
+        walls[reuse] = time.perf_counter() - t0
+        results[reuse] = res
+        t = res.manifest["timings"]
+        print(f"  reuse {'on ' if reuse else 'off'}: wall {walls[reuse]:6.1f} s; CPU summed over workers: "
+              f"sampling {t['sampling']:.1f} s, fitting {t['fitting']:.1f} s, metrics {t['metrics']:.1f} s")
+    pd.testing.assert_frame_equal(results[False].results, results[True].results)
+    print(f"{args.scenario}: identical results; reuse speed-up {walls[False] / walls[True]:.2f}x "
+          f"(target >= 1.5x), {args.workers or os.cpu_count()} worker(s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -148,7 +175,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--no-bootstrap", action="store_true", help="skip the bootstrap comparison")
     parser.add_argument("--keep", action="store_true", help="keep the run's output folder")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time a scenario's own run with reuse off, then on (see above)")
+    parser.add_argument("--scenario", default=str(HERE.parent / "scenarios" / "melanoma.yaml"),
+                        help="the scenario --reuse runs (default: scenarios/melanoma.yaml)")
     args = parser.parse_args(argv)
+    if args.reuse:
+        time_reuse(args)
+        return
     quick = args.quick
     args.points = args.points or (4 if quick else 20)
     args.replicates = args.replicates or (2 if quick else 5)

@@ -192,23 +192,27 @@ class RunView:
 
         self.scenario = scenario
         self.manifest = manifest
-        res = results
-        self.replicates = sorted(int(r) for r in res["replicate"].unique()) if len(res) else []
-        self.R = len(self.replicates)
-        rindex = {r: i for i, r in enumerate(self.replicates)}
         self._arrays: dict[tuple, np.ndarray] = {}
         self._reasons: dict[tuple, str] = {}
-        groups = res["group"].fillna("").astype(str).tolist() if len(res) else []
-        cols = [res[c].tolist() for c in ("point", "replicate", "model", "training", "reference",
-                                          "scope", "metric", "value", "reason")] if len(res) else [[]] * 9
-        for (p, r, m, t, ref, s, k, v, why), g in zip(zip(*cols), groups):
-            key = (int(p), m, t, ref, s, g, k)
-            a = self._arrays.get(key)
-            if a is None:
-                a = self._arrays[key] = np.full(self.R, np.nan)
-            a[rindex[int(r)]] = v
-            if isinstance(why, str) and why:
-                self._reasons[key] = why
+        self.replicates = []
+        if len(results):
+            # one array over replicates per result key, built vectorised (runs have many rows)
+            res = results.reset_index(drop=True)
+            res = res.assign(group=res["group"].fillna("").astype(str), point=res["point"].astype(np.int64))
+            cols = ["point", "model", "training", "reference", "scope", "group", "metric"]
+            codes = res.groupby(cols, sort=False, dropna=False).ngroup().to_numpy()
+            first = res.drop_duplicates(cols).index.to_numpy()
+            reps = np.sort(res["replicate"].unique())
+            self.replicates = [int(r) for r in reps]
+            V = np.full((len(first), len(reps)), np.nan)
+            V[codes, np.searchsorted(reps, res["replicate"].to_numpy())] = res["value"].to_numpy(np.float64)
+            keys = list(zip(*(res.loc[first, c].tolist() for c in cols)))
+            self._arrays = dict(zip(keys, V))
+            why = res["reason"]
+            has = why.notna() & (why.astype(str) != "")
+            for i, w in zip(codes[has.to_numpy()], why[has]):
+                self._reasons[keys[i]] = str(w)
+        self.R = len(self.replicates)
         coding = GroupCoding.of(scenario)
         self.groups: list[str] = list(coding.labels)
         self.target = scenario.spec.roles.target

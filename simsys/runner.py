@@ -771,17 +771,51 @@ def _glabel(coding: GroupCoding, gi: int) -> str:
 
 
 def _task_entry(args):
-    """Process-pool entry point (module level so it pickles)."""
-    scenario_data, source, experiment, pi, rep, seed, allow_imports, save_predictions = args
+    """Process-pool entry point (module level so it pickles): the cells of one task, all of one
+    replicate, sharing a :class:`ReuseCache`; returns ``[((point, replicate), result), ...]``."""
+    scenario_data, source, experiment, cells, seed, allow_imports, save_predictions = args
     scenario = from_dict(scenario_data, source=source)
-    try:
-        return run_task(scenario, experiment, pi, rep, seed, allow_imports=allow_imports,
-                        save_predictions=save_predictions)
-    except Exception as exc:  # a failing task is recorded, the run goes on
-        return {"rows": None, "errors": [{"point": pi, "replicate": rep, "model": "", "training": "",
-                                          "error": f"{type(exc).__name__}: {exc}",
-                                          "traceback": traceback.format_exc()}],
-                "predictions": [], "timings": {}, "n_train_biased": 0, "n_train_clean": 0}
+    cache = ReuseCache()
+    out = []
+    for pi, rep in cells:
+        try:
+            res = run_task(scenario, experiment, pi, rep, seed, allow_imports=allow_imports,
+                           save_predictions=save_predictions, cache=cache)
+        except Exception as exc:  # a failing cell is recorded, the run goes on
+            res = {"rows": None, "errors": [{"point": pi, "replicate": rep, "model": "", "training": "",
+                                             "error": f"{type(exc).__name__}: {exc}",
+                                             "traceback": traceback.format_exc()}],
+                   "predictions": [], "timings": {}, "n_train_biased": 0, "n_train_clean": 0}
+        out.append(((pi, rep), res))
+    return out
+
+
+def task_groups(cells: list[tuple[int, int]], workers: int, *, reuse: bool = True) -> list[list[tuple[int, int]]]:
+    """The cells to run, grouped into tasks: with ``reuse``, the cells of one replicate go
+    together (they share cohorts and fits, :class:`ReuseCache`), and replicates are split in two
+    (or more) where that keeps every worker busy: the number of tasks is brought to a multiple of
+    the number of workers. Larger tasks come first (they are submitted first). Without ``reuse``,
+    one cell per task. The results do not depend on the grouping."""
+    if not reuse:
+        return [[c] for c in cells]
+    by_rep: dict[int, list[tuple[int, int]]] = {}
+    for c in cells:
+        by_rep.setdefault(c[1], []).append(c)
+    groups = [by_rep[r] for r in sorted(by_rep)]
+    n = max(1, int(workers))
+    if n > 1 and len(groups) % n:
+        extra = n - len(groups) % n
+        # split the last replicates (the ones the pool would start last) into halves, and further
+        # while more tasks are needed and a task has more than one cell
+        while extra > 0:
+            i = max(range(len(groups)), key=lambda k: (len(groups[k]), k))
+            g = groups[i]
+            if len(g) < 2:
+                break
+            half = (len(g) + 1) // 2
+            groups[i:i + 1] = [g[:half], g[half:]]
+            extra -= 1
+    return sorted(groups, key=lambda g: -len(g))
 
 
 def _init_worker():
@@ -1112,7 +1146,7 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         executor: str = "local", scheduler: str | None = None, output_dir: str | os.PathLike | None = "outputs",
         run_id: str | None = None, resume: str | os.PathLike | None = None, allow_imports: bool = False,
         save_predictions: bool = False, progress: bool = False, replicates: int | None = None,
-        models: list | None = None, timeout: float = 10.0) -> RunResult:
+        models: list | None = None, timeout: float = 10.0, reuse: bool = True) -> RunResult:
     """Run a scenario's experiment and return its results as DataFrames.
 
     Parameters
@@ -1137,6 +1171,10 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     timeout : float
         Dask: seconds to wait for the scheduler to answer, and for a worker while the cluster
         has none; then the run stops with an error (and can be resumed).
+    reuse : bool
+        Run the sweep points of a replicate together and compute once what they share (the clean
+        twin, the test cohorts, the fits on them: :class:`ReuseCache`). The results are
+        bit-identical either way; ``False`` runs every cell on its own (one cell per task).
     models : list, optional
         Replaces ``experiment.models``. Entries are model specs as in YAML (dicts or names) or
         estimator objects (cloned with ``sklearn.base.clone`` for every fit) or classes; a dict
@@ -1231,8 +1269,9 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
                 log.info("running %s", fewer)
             done = _finished_cells(run_dir, tasks)
         todo = [t for t in tasks if t not in done]
-        payload = [(scenario.data, scenario.source, experiment, pi, rep, seeds[rep], allow_imports, save_predictions)
-                   for pi, rep in todo]
+        n_workers = (workers or _cores()) if executor == "local" else max(workers or _cores(), 2)
+        payload = [(scenario.data, scenario.source, experiment, group, seeds[group[0][1]], allow_imports,
+                    save_predictions) for group in task_groups(todo, n_workers, reuse=reuse)]
 
         def finished(key, res):
             done[key] = res
@@ -1372,14 +1411,22 @@ def _failed_cell(key, exc: BaseException) -> dict:
 
 
 def _execute(payload, *, workers, executor, scheduler, timeout=10.0):
-    """Yield ((point, replicate), result) as tasks finish, on the chosen executor.
+    """Yield ((point, replicate), result) as cells finish, on the chosen executor (a task runs
+    one or more cells of a replicate, see :func:`task_groups`).
 
     Closing the generator early (an error while writing, an interruption) stops the work at once:
     queued tasks are cancelled and worker processes terminated.
     """
+    for keys, results in _execute_tasks(payload, workers=workers, executor=executor,
+                                        scheduler=scheduler, timeout=timeout):
+        yield from results if results is not None else ((k, None) for k in keys)
+
+
+def _execute_tasks(payload, *, workers, executor, scheduler, timeout=10.0):
+    """Yield (cells of the task, [(cell, result), ...]) as tasks finish."""
     if not payload:
         return
-    keys = [(p[3], p[4]) for p in payload]
+    keys = [tuple(p[3]) for p in payload]
     if executor == "dask":
         yield from _execute_dask(payload, keys, workers=workers, scheduler=scheduler, timeout=timeout)
         return
@@ -1409,7 +1456,7 @@ def _execute(payload, *, workers, executor, scheduler, timeout=10.0):
                 raise _ExecutorError("a worker process died unexpectedly (killed, or out of "
                                      "memory?)") from None
             except Exception as exc:  # the result could not come back (e.g. not picklable)
-                res = _failed_cell(futs[fut], exc)
+                res = [(k, _failed_cell(k, exc)) for k in futs[fut]]
             yield futs[fut], res
         completed = True
     finally:
@@ -1467,8 +1514,8 @@ def _execute_dask(payload, keys, *, workers, scheduler, timeout):
             for fut in done:
                 try:
                     res = fut.result()
-                except Exception as exc:  # KilledWorker: the cell is retried on resume
-                    res = _failed_cell(futs[fut], exc)
+                except Exception as exc:  # KilledWorker: the cells are retried on resume
+                    res = [(k, _failed_cell(k, exc)) for k in futs[fut]]
                 yield futs[fut], res
             if done:
                 idle_since = None

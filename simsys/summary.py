@@ -97,48 +97,135 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
     Columns: the keys, the swept settings, ``estimate``, ``lo``, ``hi`` (95% interval),
     ``method`` (which interval), ``cases`` and ``events`` (pooled support of a rate),
     ``n_replicates`` (replicates that entered), and ``mean`` / ``sd`` over replicates.
+
+    Vectorised over keys (a run has thousands); the numbers equal those of the scalar estimators
+    in :mod:`simsys.intervals` (a test checks).
     """
     if results.empty:
         return pd.DataFrame()
-    res = results.copy()
-    res["group"] = res["group"].fillna("").astype(str)
+    res = results.reset_index(drop=True)
+    res = res.assign(group=res["group"].fillna("").astype(str))
     settings = [c for c in res.columns if c not in (*SUMMARY_KEYS, "replicate", "value", "reason")]
-    reps = sorted(res["replicate"].unique())
-    rindex = {r: i for i, r in enumerate(reps)}
-    R = len(reps)
-    ri = res["replicate"].map(rindex).to_numpy()
-    values = res["value"].to_numpy(np.float64)
-    keys = list(zip(*(res[k].tolist() for k in SUMMARY_KEYS)))
-    arrays: dict[tuple, np.ndarray] = {}
-    for key, r, v in zip(keys, ri, values):
-        a = arrays.get(key)
-        if a is None:
-            a = arrays[key] = np.full(R, np.nan)
-        a[r] = v
-    first = {}
-    for key, row in zip(keys, range(len(res))):
-        first.setdefault(key, row)
-    counts: dict[tuple, dict[str, np.ndarray]] = {}
-    for key, a in arrays.items():
-        point, model, training, reference, scope, group, metric = key
-        if scope == "counts":
-            counts.setdefault((point, model, training, reference, group), {})[metric] = a
-    out = []
-    for key, a in arrays.items():
-        point, model, training, reference, scope, group, metric = key
-        est = _estimate(key, a, counts)
-        ok = a[np.isfinite(a)]
-        out.append((*key, est.value, est.lo, est.hi, est.method, est.cases, est.events, est.replicates,
-                    float(ok.mean()) if len(ok) else math.nan,
-                    float(ok.std(ddof=1)) if len(ok) > 1 else math.nan, first[key]))
-    cols = [*SUMMARY_KEYS, "estimate", "lo", "hi", "method", "cases", "events", "n_replicates",
-            "mean", "sd", "_row"]
-    frame = pd.DataFrame(out, columns=cols)
+    codes = res.groupby(list(SUMMARY_KEYS), sort=False, dropna=False).ngroup().to_numpy()
+    first = res.drop_duplicates(list(SUMMARY_KEYS)).index.to_numpy()
+    keys = res.loc[first, list(SUMMARY_KEYS)].reset_index(drop=True)
+    reps = np.sort(res["replicate"].unique())
+    ri = np.searchsorted(reps, res["replicate"].to_numpy())
+    K, R = len(first), len(reps)
+    V = np.full((K, R), np.nan)
+    V[codes, ri] = res["value"].to_numpy(np.float64)
+
+    finite = np.isfinite(V)
+    cnt = finite.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, np.where(finite, V, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+        dev = np.where(finite, V - mean[:, None], 0.0)
+        sd = np.where(cnt > 1, np.sqrt((dev * dev).sum(axis=1) / np.maximum(cnt - 1, 1)), np.nan)
+    est = mean.copy()
+    lo = np.full(K, np.nan)
+    hi = np.full(K, np.nan)
+    method = np.full(K, "mean-t", dtype=object)
+    cases = np.full(K, np.nan)
+    events = np.full(K, np.nan)
+    n_rep = cnt.astype(np.int64)
+
+    scope = keys["scope"].to_numpy()
+    metric = keys["metric"].to_numpy()
+    # means over replicates with a t interval, intersected with each quantity's range
+    pairs = pd.Series(list(zip(scope, metric)))
+    bounds = {pm: _bounds(*pm) for pm in set(pairs)}
+    blo = np.array([(bounds[pm] or (-math.inf, math.inf))[0] for pm in pairs])
+    bhi = np.array([(bounds[pm] or (-math.inf, math.inf))[1] for pm in pairs])
+    q = _t975(cnt - 1)
+    with np.errstate(invalid="ignore"):
+        half = np.where(cnt > 1, q * sd / np.sqrt(np.maximum(cnt, 1)), np.nan)
+    lo, hi = np.maximum(mean - half, blo), np.minimum(mean + half, bhi)
+    est = np.clip(mean, blo, bhi)
+
+    # counts: summed
+    is_count = scope == "counts"
+    est[is_count] = np.where(cnt[is_count] > 0, np.where(finite[is_count], V[is_count], 0.0).sum(axis=1), np.nan)
+    lo[is_count] = hi[is_count] = np.nan
+    method[is_count] = "sum"
+
+    # per-group rates: pooled from the confusion counts, Wilson at the effective sample size
+    _pooled_rates(keys, V, est, lo, hi, method, cases, events, n_rep)
+
+    # flags: the share of replicates flagged
+    for i in np.flatnonzero((scope == "method") & pd.Series(metric).str.startswith("fair_only_against_observed.").to_numpy()):
+        e = I.replicate_share(V[i])
+        est[i], lo[i], hi[i], method[i], cases[i], events[i], n_rep[i] = (
+            e.value, e.lo, e.hi, e.method, e.cases, e.events, e.replicates)
+
+    frame = keys.copy()
+    frame["estimate"], frame["lo"], frame["hi"], frame["n_replicates"] = est, lo, hi, n_rep
+    frame["method"], frame["cases"], frame["events"] = method, cases, events
+    frame["mean"], frame["sd"] = mean, sd
     for c in settings:
-        frame[c] = res[c].to_numpy()[frame["_row"].to_numpy()]
-    frame = frame.drop(columns="_row")
+        frame[c] = res[c].to_numpy()[first]
     return frame[["point", *settings, *SUMMARY_KEYS[1:], "estimate", "lo", "hi", "n_replicates",
                   "method", "cases", "events", "mean", "sd"]]
+
+
+def _t975(df: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
+    df = np.asarray(df, dtype=np.float64)
+    out = np.full(df.shape, np.nan)
+    ok = df >= 1
+    out[ok] = stats.t.ppf(0.5 + I.LEVEL / 2, df[ok])
+    return out
+
+
+def _pooled_rates(keys: pd.DataFrame, V: np.ndarray, est, lo, hi, method, cases, events, n_rep) -> None:
+    """Fill the rows of per-group rates that have confusion counts (in place, vectorised)."""
+    five = ["point", "model", "training", "reference", "group"]
+    cnt_rows = keys[(keys["scope"] == "counts") & keys["metric"].isin(["tp", "fp", "fn", "tn"])]
+    if cnt_rows.empty:
+        return
+    table = cnt_rows.assign(row=cnt_rows.index).pivot_table(index=five, columns="metric", values="row",
+                                                             aggfunc="first")
+    if not {"tp", "fp", "fn", "tn"} <= set(table.columns):
+        return
+    base = keys["metric"].map(lambda m: LABEL_RATES.get(m, m))
+    want = (keys["scope"] == "group") & base.isin(list(RATE_COUNTS))
+    if not want.any():
+        return
+    sel = keys[want]
+    idx = sel.join(table, on=five, how="left")
+    have = idx[["tp", "fp", "fn", "tn"]].notna().all(axis=1).to_numpy()
+    rows = sel.index.to_numpy()[have]
+    if not len(rows):
+        return
+    ix = {k: idx[k].to_numpy()[have].astype(np.int64) for k in ("tp", "fp", "fn", "tn")}
+    b = base[rows].to_numpy()
+    x = np.zeros((len(rows), V.shape[1]))
+    n = np.zeros_like(x)
+    for name, (num, den) in RATE_COUNTS.items():
+        m = b == name
+        if not m.any():
+            continue
+        x[m] = sum(V[ix[k][m]] for k in num)
+        n[m] = sum(V[ix[k][m]] for k in den)
+    ok = np.isfinite(x) & np.isfinite(n) & (n > 0)
+    Rk = ok.sum(axis=1)
+    X = np.where(ok, x, 0.0).sum(axis=1)
+    N = np.where(ok, n, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(N > 0, X / np.where(N > 0, N, 1.0), np.nan)
+        z = np.where(ok, (x - p[:, None] * n) / (N / np.maximum(Rk, 1))[:, None], 0.0)
+        var = np.where(Rk > 1, (z * z).sum(axis=1) / (Rk * np.maximum(Rk - 1, 1)), np.nan)
+        neff = np.where((p > 0) & (p < 1) & (var > 0), p * (1 - p) / var, N)
+        q = _t975(Rk - 1)
+        q2 = q * q
+        den = 1.0 + q2 / neff
+        centre = (p + q2 / (2 * neff)) / den
+        half = q * np.sqrt(np.maximum(p * (1 - p) / neff + q2 / (4 * neff * neff), 0.0)) / den
+    est[rows] = np.where(Rk > 0, p, np.nan)
+    lo[rows] = np.where(Rk > 1, np.maximum(0.0, centre - half), np.nan)
+    hi[rows] = np.where(Rk > 1, np.minimum(1.0, centre + half), np.nan)
+    method[rows] = "wilson-deff"
+    cases[rows], events[rows], n_rep[rows] = N, X, Rk
 
 
 def _estimate(key: tuple, a: np.ndarray, counts: dict) -> I.Estimate:
