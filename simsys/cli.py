@@ -188,6 +188,10 @@ def schema() -> None:
                    "--allow-import again if its models need it).")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: all cores).")
 @click.option("--replicates", type=click.IntRange(min=1), help="Override the experiment's replicates.")
+@click.option("--precision", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Add replicates in batches until every headline interval is at most this half-width "
+                   "(e.g. 0.02: 2 percentage points of a rate), up to experiment.precision.max_replicates "
+                   "(default 30).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where cells run: local processes, or Dask (needs the simsys[dask] extra).")
 @click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
@@ -202,8 +206,8 @@ def schema() -> None:
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write figures/ and report.html into the run folder at the end.")
 @_user_errors
-def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, scheduler, timeout,
-        allow_imports, save_predictions, write_report) -> None:
+def run(file, seed, output_dir, run_id, resume, workers, replicates, precision, executor, scheduler,
+        timeout, allow_imports, save_predictions, write_report) -> None:
     """Run a scenario's experiment: models, metrics against the truth, amplification."""
     from simsys.runner import format_summary, nothing_succeeded
     from simsys.runner import run as run_experiment
@@ -214,7 +218,7 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
     if resume is not None:
         # the run folder decides these; silently ignoring them would mislead
         given = [name for name, value in (("FILE", file), ("--seed", seed), ("--replicates", replicates),
-                                          ("--run-id", run_id)) if value is not None]
+                                          ("--run-id", run_id), ("--precision", precision)) if value is not None]
         if ctx.get_parameter_source("output_dir") == click.core.ParameterSource.COMMANDLINE:
             given.append("--output-dir")
         if save_predictions:
@@ -226,7 +230,7 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, executor, s
     result = run_experiment(file, seed=seed, workers=workers, executor=executor, scheduler=scheduler,
                             output_dir=output_dir, run_id=run_id, resume=resume,
                             allow_imports=allow_imports, save_predictions=save_predictions,
-                            progress=True, replicates=replicates, timeout=timeout)
+                            progress=True, replicates=replicates, timeout=timeout, precision=precision)
     if nothing_succeeded(result) and result.run_dir is not None:
         raise SimsysError(f"{result.run_dir}: every cell failed ({len(result.errors)} error(s)); "
                           f"see {result.run_dir / 'errors.csv'}")

@@ -174,6 +174,21 @@ class Finding:
         return row
 
 
+def precision_reached(findings: Sequence[Finding]) -> tuple[float, int]:
+    """(widest half-width, number withheld) of the headline intervals: the gap and the caused part
+    per headline metric and plain model at the most-biased point (``experiment.precision``)."""
+    widest, withheld = 0.0, 0
+    for f in findings:
+        if not f.headline or f.kind not in ("gap", "caused"):
+            continue
+        if f.verdict == TOO_FEW:
+            withheld += 1
+            continue
+        q = f.quantities["gap" if f.kind == "gap" else "caused"]
+        widest = max(widest, q.half_width if q.has_interval else math.inf)
+    return widest, withheld
+
+
 def findings_frame(findings: Sequence[Finding]) -> pd.DataFrame:
     """The findings as a table (one row each; quantities with ``.lo`` / ``.hi`` columns)."""
     return pd.DataFrame([f.as_row() for f in findings])
@@ -505,6 +520,7 @@ def build_findings(view: RunView) -> list[Finding]:
             out += _amplification(view, metric, hi, m, grp)
             out += _parity(view, metric, hi, m, grp)
     out += _methods(view, hi)
+    out += _precision(view)
     out = [f for f in out if f is not None]
     lede = _lede(view, out, hi)
     return ([lede] if lede else []) + out
@@ -957,6 +973,32 @@ def _methods(view: RunView, p: int) -> list[Finding]:
                                "tolerance and against the truth above it", {"replicates": f_est.replicates},
                                w.text(), w.numbers, headline=True))
     return out
+
+
+def _precision(view: RunView) -> list[Finding]:
+    """What ``experiment.precision`` reached: the replicates run and the widest headline interval."""
+    prec = view.manifest.get("precision")
+    if not isinstance(prec, dict) or "half_width" not in prec:
+        return []
+    t = _Text()
+    reached = prec.get("reached")
+    t += (f"Precision: replicates were added in batches of {t.num(prec['batch'], 'int', ('manifest', 'precision', 'batch'))} "
+          f"until every headline interval was at most {t.num(prec['half_width'], 'dec', ('manifest', 'precision', 'half_width'))} "
+          f"either side of its estimate, or {t.num(prec['max_replicates'], 'int', ('manifest', 'precision', 'max_replicates'))} "
+          f"replicates; with {t.num(view.R, 'int', ('replicates',))} replicates ")
+    if prec.get("met"):
+        t += f"the widest was {t.num(reached, 'dec', ('manifest', 'precision', 'reached'))}: reached."
+        verdict, remedy = SUPPORTED, None
+    else:
+        why = (f"the widest was {t.num(reached, 'dec', ('manifest', 'precision', 'reached'))}"
+               if reached is not None else "some headline interval is undefined")
+        if prec.get("withheld"):
+            why += (f" and {t.num(prec['withheld'], 'int', ('manifest', 'precision', 'withheld'))} headline "
+                    "finding(s) had too few cases")
+        t += f"{why}: not reached within the cap."
+        verdict, remedy = NOT_DISTINGUISHABLE, "a larger precision.max_replicates, or larger populations"
+    return [Finding("precision", "precision", {}, {}, verdict, "experiment.precision, recorded in manifest.json",
+                    {"replicates": view.R}, t.text(), t.numbers, remedy)]
 
 
 def _lede(view: RunView, findings: list[Finding], hi: int) -> Finding | None:

@@ -28,6 +28,7 @@ import datetime as _dt
 import itertools
 import json
 import logging
+import math
 import os
 import platform
 import secrets
@@ -105,6 +106,21 @@ class Experiment:
     #: Whether rows of scope ``method`` (recovery, fairness check) are reported.
     methods: bool = False
     method_checks: MethodChecks = field(default_factory=lambda: MethodChecks())
+    #: ``experiment.precision``: add replicates until the headline intervals are this narrow.
+    precision: Precision | None = None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """``experiment.precision`` (or ``--precision``): add replicates in batches of ``batch`` until
+    every headline interval (the gap and the part the training data's biases caused, per
+    headline metric and plain model at the most-biased sweep point) has a half-width of at most
+    ``half_width`` (in the quantity's own units: 0.02 is 2 percentage points for a rate, 0.02 of
+    AUROC), and none is withheld for too few cases, or until ``max_replicates``."""
+
+    half_width: float
+    max_replicates: int = 30
+    batch: int | None = None  # default: the experiment's replicates
 
 
 @dataclass(frozen=True)
@@ -131,7 +147,7 @@ _FAIRNESS_AGGREGATES = ("demographic_parity_difference", "equal_opportunity_diff
 
 _EXPERIMENT_KEYS = {"train", "test", "validation_n", "test_n", "models", "threshold", "sweep",
                     "replicates", "metrics", "bootstrap", "references", "description",
-                    "baseline", "method_checks", "headline"}
+                    "baseline", "method_checks", "headline", "precision"}
 #: Per-group metrics a scenario may choose as its headline (``experiment.headline``): the ones the
 #: findings speak about first (default: fnr and auroc).
 HEADLINE_CHOICES = ("fnr", "fpr", "tpr", "tnr", "ppv", "npv", "selection_rate", "accuracy", "auroc")
@@ -219,9 +235,27 @@ def parse_experiment(scenario: Scenario, *, allow_imports: bool = False,
             if k not in metrics:
                 fail(f"headline[{i}]", f"{k!r} is not among experiment.metrics; add it there")
     points = expand_sweep(scenario, exp.get("sweep"))
+    precision = _parse_precision(exp.get("precision"), replicates, fail)
     return Experiment(train, test, validation_n, test_n, tuple(models), threshold, tuple(points),
                       replicates, tuple(metrics), bootstrap, tuple(references), baseline, methods,
-                      method_checks)
+                      method_checks, precision)
+
+
+def _parse_precision(d, replicates: int, fail) -> Precision | None:
+    """``experiment.precision``: a half-width, or ``{half_width, max_replicates, batch}``."""
+    if d is None:
+        return None
+    if not isinstance(d, Mapping):
+        d = {"half_width": d}
+    for k in d:
+        if k not in ("half_width", "max_replicates", "batch"):
+            fail(f"precision.{k}", "unknown key; allowed: batch, half_width, max_replicates")
+    hw = d.get("half_width")
+    if isinstance(hw, bool) or not isinstance(hw, int | float) or not 0 < hw < 1:
+        fail("precision.half_width", f"expected a number in (0, 1), got {hw!r}")
+    mx = _int(d.get("max_replicates", max(30, replicates)), "precision.max_replicates", fail, lo=replicates)
+    batch = _int(d.get("batch", replicates), "precision.batch", fail, lo=1)
+    return Precision(float(hw), mx, batch)
 
 
 def _parse_method_checks(d, fail) -> MethodChecks:
@@ -1177,7 +1211,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         executor: str = "local", scheduler: str | None = None, output_dir: str | os.PathLike | None = "outputs",
         run_id: str | None = None, resume: str | os.PathLike | None = None, allow_imports: bool = False,
         save_predictions: bool = False, progress: bool = False, replicates: int | None = None,
-        models: list | None = None, timeout: float = 10.0, reuse: bool = True) -> RunResult:
+        models: list | None = None, timeout: float = 10.0, reuse: bool = True,
+        precision: float | None = None) -> RunResult:
     """Run a scenario's experiment and return its results as DataFrames.
 
     Parameters
@@ -1202,6 +1237,10 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     timeout : float
         Dask: seconds to wait for the scheduler to answer, and for a worker while the cluster
         has none; then the run stops with an error (and can be resumed).
+    precision : float, optional
+        Add replicates in batches until every headline interval is at most this half-width
+        (``experiment.precision``, whose ``max_replicates`` and ``batch`` apply); the manifest
+        records the precision reached. The same seed gives the same number of replicates.
     reuse : bool
         Run the sweep points of a replicate together and compute once what they share (the clean
         twin, the test cohorts, the fits on them: :class:`ReuseCache`). The results are
@@ -1253,10 +1292,23 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
         data = dict(scenario.data)
         data["experiment"] = {**(data.get("experiment") or {}), "replicates": int(replicates)}
         scenario = from_dict(data, source=scenario.source)
+    if precision is not None:
+        if resume is not None:
+            raise RunError("a resumed run takes its precision from its run folder; do not give precision")
+        data = dict(scenario.data)
+        exp = dict(data.get("experiment") or {})
+        prec = exp.get("precision")
+        exp["precision"] = {**(prec if isinstance(prec, Mapping) else {}), "half_width": precision}
+        data["experiment"] = exp
+        scenario = from_dict(data, source=scenario.source)
     experiment = parse_experiment(scenario, allow_imports=allow_imports, models=models)
     root_seed = int(scenario.spec.seed if seed is None else seed)
-    seeds = replicate_seeds(root_seed, experiment.replicates)
-    tasks = [(pi, rep) for rep in range(experiment.replicates) for pi in range(len(experiment.points))]
+    n_reps = experiment.replicates
+    if recorded is not None and experiment.precision is not None:
+        # the batch the interrupted run had reached (its seeds are a prefix-stable list)
+        n_reps = max(n_reps, min(len(recorded["replicate_seeds"]), experiment.precision.max_replicates))
+    seeds = replicate_seeds(root_seed, n_reps)
+    tasks = [(pi, rep) for rep in range(n_reps) for pi in range(len(experiment.points))]
     workers, fewer = _check_memory(scenario, experiment, workers, executor, scheduler)
 
     lock = handler = None
@@ -1299,10 +1351,7 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
             if fewer:
                 log.info("running %s", fewer)
             done = _finished_cells(run_dir, tasks)
-        todo = [t for t in tasks if t not in done]
         n_workers = (workers or _cores()) if executor == "local" else max(workers or _cores(), 2)
-        payload = [(scenario.data, scenario.source, experiment, group, seeds[group[0][1]], allow_imports,
-                    save_predictions) for group in task_groups(todo, n_workers, reuse=reuse)]
 
         def finished(key, res):
             done[key] = res
@@ -1313,22 +1362,43 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
                     log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
                                 e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
 
-        if len(payload) > 1 and (executor == "dask" or (workers or _cores()) > 1):
-            _warm_kernels(scenario, experiment, root_seed)
-        bar = _progress(len(tasks), len(done), progress)
-        stream = _execute(payload, workers=workers, executor=executor, scheduler=scheduler,
-                          timeout=timeout)
-        try:
-            for key, res in stream:
+        warmed = False
+        while True:  # one pass per batch of replicates (one pass without experiment.precision)
+            todo = [t for t in tasks if t not in done]
+            payload = [(scenario.data, scenario.source, experiment, group, seeds[group[0][1]], allow_imports,
+                        save_predictions) for group in task_groups(todo, n_workers, reuse=reuse)]
+            if not warmed and len(payload) > 1 and (executor == "dask" or (workers or _cores()) > 1):
+                _warm_kernels(scenario, experiment, root_seed)
+                warmed = True
+            bar = _progress(len(tasks), len(done), progress)
+            stream = _execute(payload, workers=workers, executor=executor, scheduler=scheduler,
+                              timeout=timeout)
+            try:
+                for key, res in stream:
+                    raise_if_interrupted()
+                    finished(key, res)
+                    bar.update(1)
                 raise_if_interrupted()
-                finished(key, res)
-                bar.update(1)
-            raise_if_interrupted()
-        finally:
-            # now, not when the generator is collected: a write error or an interruption stops the
-            # workers at once and cancels the queued cells (the written ones stay)
-            stream.close()
-            bar.close()
+            finally:
+                # now, not when the generator is collected: a write error or an interruption stops
+                # the workers at once and cancels the queued cells (the written ones stay)
+                stream.close()
+                bar.close()
+            if experiment.precision is None:
+                break
+            more = _more_replicates(experiment.precision, scenario, manifest, done, tasks, n_reps)
+            if not more:
+                break
+            n_reps = more
+            seeds = replicate_seeds(root_seed, n_reps)
+            tasks = [(pi, rep) for rep in range(n_reps) for pi in range(len(experiment.points))]
+            manifest.update(replicate_seeds=seeds, cells=[
+                {"point": pi, "replicate": rep, "seed": seeds[rep], "settings": experiment.points[pi]}
+                for pi, rep in tasks])
+            if run_dir is not None:
+                with _writing(run_dir, allow_imports):
+                    _write_json(run_dir / "manifest.json", manifest)
+                log.info("precision: %s; adding replicates up to %d", manifest["precision"]["note"], n_reps)
 
         frames = [done[t]["rows"] for t in tasks if done[t]["rows"] is not None]
         results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
@@ -1415,6 +1485,27 @@ def _finished_cells(run_dir: Path, tasks: list[tuple[int, int]]) -> dict[tuple[i
             continue
         done[(pi, rep)] = res
     return done
+
+
+def _more_replicates(precision: Precision, scenario: Scenario, manifest: dict, done: dict,
+                     tasks: list[tuple[int, int]], n_reps: int) -> int | None:
+    """How many replicates the next batch brings the run to, or None when the headline intervals
+    are precise enough (or the cap is reached); records what was reached in the manifest."""
+    from simsys.findings import RunView, build_findings, precision_reached
+
+    frames = [done[t]["rows"] for t in tasks if t in done and done[t]["rows"] is not None]
+    results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    reached, withheld = precision_reached(build_findings(RunView(results, scenario, manifest))) \
+        if frames else (math.inf, 0)
+    met = reached <= precision.half_width and not withheld
+    batch = precision.batch or n_reps
+    nxt = None if met or n_reps >= precision.max_replicates else min(precision.max_replicates, n_reps + batch)
+    note = (f"widest headline half-width {reached:.4g} (target {precision.half_width:g})"
+            + (f", {withheld} headline finding(s) with too few cases" if withheld else ""))
+    manifest["precision"] = {"half_width": precision.half_width, "max_replicates": precision.max_replicates,
+                             "batch": batch, "replicates": n_reps, "reached": reached if math.isfinite(reached) else None,
+                             "withheld": withheld, "met": bool(met), "note": note}
+    return nxt
 
 
 def _warm_kernels(scenario: Scenario, experiment: Experiment, seed: int) -> None:

@@ -167,6 +167,8 @@ class Twin:
             return self.total(*src[1][1:]) / self.total(*src[2][1:])
         if kind == "constant":
             return src[2]
+        if kind == "manifest":
+            return self.manifest[src[1]][src[2]]
         if kind == "flags":
             return np.nansum(self.values(src[1]))
         if kind == "needed":
@@ -239,6 +241,16 @@ def test_every_number_matches_in_a_run_with_fairness_methods(tmp_path):
 
 def test_every_number_matches_in_a_run_with_label_bias_on_the_audit_labels(tmp_path):
     _check_run(run(DATA / "runner_label_bias.yaml", output_dir=tmp_path, workers=1, replicates=3))
+
+
+def test_every_number_matches_in_a_run_that_adds_replicates_until_precise(tmp_path):
+    res = _check_run(run(DATA / "runner_small.yaml", output_dir=tmp_path, workers=1, precision=0.03))
+    prec = res.manifest["precision"]
+    assert prec["met"] and prec["reached"] <= 0.03 and prec["replicates"] == res.view.R > 2
+    assert any(f.kind == "precision" and f.verdict == SUPPORTED for f in res.findings)
+    # the same seed gives the same number of replicates and the same results
+    again = run(DATA / "runner_small.yaml", output_dir=None, workers=2, precision=0.03)
+    pd.testing.assert_frame_equal(res.results, again.results)
 
 
 def test_summary_md_and_console_render_the_findings_sentences(small_run):
