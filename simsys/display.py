@@ -203,7 +203,7 @@ def _group_labels(scenario: Scenario, frame: pd.DataFrame) -> pd.Series:
 
 
 def _order(scenario: Scenario) -> list[str]:
-    from simsys.runner import GroupCoding
+    from simsys.groups import GroupCoding
 
     return GroupCoding.of(scenario).labels
 

@@ -527,7 +527,7 @@ _NEUTRAL = {"keep": 1.0, "keep_positive": 1.0, "keep_negative": 1.0, "false_nega
 
 @dataclass
 class _Coding:
-    """The groups (intersections of the group attributes), coded as ``simsys.runner.GroupCoding``
+    """The groups (intersections of the group attributes), coded as ``simsys.groups.GroupCoding``
     codes them (first attribute slowest); kept here so that explaining does not import the runner
     and scikit-learn with it."""
 

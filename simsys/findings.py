@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from simsys import intervals as I
+from simsys.metrics import DEFAULT_CHECK_METRIC, DEFAULT_CHECK_TOLERANCE
 from simsys.summary import RATE_COUNTS, rate_counts
 
 SUPPORTED = "supported"
@@ -203,7 +204,7 @@ class RunView:
     """
 
     def __init__(self, results: pd.DataFrame, scenario, manifest: dict):
-        from simsys.runner import GroupCoding
+        from simsys.groups import GroupCoding
 
         self.scenario = scenario
         self.manifest = manifest
@@ -903,11 +904,9 @@ def _methods(view: RunView, p: int) -> list[Finding]:
     if not view.methods or base is None:
         return []
     out = []
-    from simsys.runner import MethodChecks
-
     checks = view.manifest.get("method_checks") or {}
-    k = checks.get("metric", MethodChecks.metric)
-    tol = checks.get("tolerance", MethodChecks.tolerance)
+    k = checks.get("metric", DEFAULT_CHECK_METRIC)
+    tol = checks.get("tolerance", DEFAULT_CHECK_TOLERANCE)
     b_tpr, s_bt = _rate(view, p, base, "biased", "truth", "overall", "tpr")
     for m in view.methods:
         if m == base:

@@ -67,6 +67,11 @@ __all__ = [
     "underdiagnosis_rate",
 ]
 
+#: The disparity and tolerance of the "fair against the recorded labels but not against the truth"
+#: check when ``experiment.method_checks`` does not set them (``docs/metrics.md``).
+DEFAULT_CHECK_METRIC = "equal_opportunity_difference"
+DEFAULT_CHECK_TOLERANCE = 0.05
+
 #: Number of equal-width calibration bins on [0, 1] for the ECE (Guo et al. 2017; Hall et al. 2022).
 ECE_BINS = 15
 _ECE_EDGES = np.linspace(0.0, 1.0, ECE_BINS + 1)

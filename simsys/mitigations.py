@@ -46,7 +46,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from simsys.errors import ModelError
-from simsys.models import BUILTIN_MODELS, FAIRLEARN_CONSTRAINTS, FINAL_STEP, _sample_weight_key
+from simsys.estimators import BUILTIN_MODELS, FAIRLEARN_CONSTRAINTS, FINAL_STEP, _sample_weight_key
 
 __all__ = [
     "MITIGATIONS",

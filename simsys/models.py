@@ -3,8 +3,8 @@
 This module owns three things:
 
 * **Building** a candidate model from a scenario's ``experiment.models`` entry
-  (:func:`build_model` -> :class:`CandidateModel`): the built-in short names (models here, the
-  mitigations of :mod:`simsys.mitigations`), import paths with their allow-list, classes in a
+  (:func:`build_model` -> :class:`CandidateModel`): the built-in short names (the models of
+  :mod:`simsys.estimators`, the mitigations of :mod:`simsys.mitigations`), import paths with their allow-list, classes in a
   Python file (``path/file.py:Class``, with the same allow-list switch), estimator objects and
   classes passed from Python, parameter checking, nested model specs and fairlearn constraint
   names.
@@ -47,16 +47,16 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import expit
 from sklearn.base import clone
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
 from simsys.errors import ModelError
+from simsys.estimators import (
+    BUILTIN_MODELS,
+    FAIRLEARN_CONSTRAINTS,
+    _sample_weight_key,
+)
+from simsys.mitigations import MITIGATIONS
 
 __all__ = [
     "ALLOWED_IMPORT_PREFIXES",
@@ -76,9 +76,6 @@ __all__ = [
 #: Importing a module runs its code, so a scenario file must not be able to name any module.
 ALLOWED_IMPORT_PREFIXES: tuple[str, ...] = ("sklearn.", "simsys.", "fairlearn.")
 
-#: Name of the final step in every built-in pipeline; ``params`` are applied to this step.
-FINAL_STEP = "model"
-
 # One or more dots between identifiers, nothing else: no spaces, no calls, no empty parts.
 _IMPORT_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -88,15 +85,6 @@ _FILE_MODEL_RE = re.compile(r"(?P<path>[^:]+\.py):(?P<attr>[A-Za-z_][A-Za-z0-9_]
 _SPEC_KEYS = ("model", "name", "params", "receives_group")
 _NESTED_SPEC_KEYS = ("model", "params")
 
-#: Fairlearn constraint names accepted as the ``constraints`` parameter of a
-#: ``fairlearn.reductions`` mitigator, mapped to the name of the moment class built for it.
-FAIRLEARN_CONSTRAINTS: dict[str, str] = {
-    "demographic_parity": "DemographicParity",
-    "equalized_odds": "EqualizedOdds",
-    "error_rate_parity": "ErrorRateParity",
-    "false_positive_rate_parity": "FalsePositiveRateParity",
-    "true_positive_rate_parity": "TruePositiveRateParity",
-}
 
 # Message templates (fairlearn's habit: one constant per text, tests compare the text).
 _MSG_IMPORT_NOT_ALLOWED = (
@@ -156,47 +144,6 @@ def limit_threads(n: int = 1) -> Iterator[None]:
         yield
 
 
-# --------------------------------------------------------------------------------------------
-# Built-in models
-# --------------------------------------------------------------------------------------------
-
-
-def _imputer() -> SimpleImputer:
-    # add_indicator: missingness may itself depend on group or outcome (a bias we simulate), so the
-    # model should be able to see it. keep_empty_features: a column that is all-NaN in one training
-    # split must not change the number of columns between fit and predict.
-    return SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True)
-
-
-def _logistic_regression(**params: Any) -> Pipeline:
-    final = LogisticRegression(max_iter=1000).set_params(**params)
-    return Pipeline([("impute", _imputer()), ("scale", StandardScaler()), (FINAL_STEP, final)])
-
-
-def _gradient_boosting(**params: Any) -> HistGradientBoostingClassifier:
-    # No imputer: histogram gradient boosting learns a direction for missing values at each split.
-    return HistGradientBoostingClassifier().set_params(**params)
-
-
-def _random_forest(**params: Any) -> Pipeline:
-    # n_jobs=1: parallelism belongs to the runner (one model per process), not to the model.
-    final = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, n_jobs=1)
-    return Pipeline([("impute", _imputer()), (FINAL_STEP, final.set_params(**params))])
-
-
-def _mlp(**params: Any) -> Pipeline:
-    final = MLPClassifier(hidden_layer_sizes=(32,), early_stopping=True, max_iter=500)
-    final.set_params(**params)
-    return Pipeline([("impute", _imputer()), ("scale", StandardScaler()), (FINAL_STEP, final)])
-
-
-#: Built-in short names -> (builder, class of the final estimator that ``params`` apply to).
-BUILTIN_MODELS: dict[str, tuple[Callable[..., Any], type]] = {
-    "gradient_boosting": (_gradient_boosting, HistGradientBoostingClassifier),
-    "logistic_regression": (_logistic_regression, LogisticRegression),
-    "mlp": (_mlp, MLPClassifier),
-    "random_forest": (_random_forest, RandomForestClassifier),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,17 +394,6 @@ def _check_group(group: np.ndarray | None, n: int, name: str) -> np.ndarray:
     return group
 
 
-def _sample_weight_key(estimator: Any) -> str | None:
-    """The ``fit`` keyword that carries sample weights, or None when ``fit`` has none."""
-    if isinstance(estimator, Pipeline):
-        # A Pipeline rejects a bare sample_weight; it must be routed to a step by name.
-        step, final = estimator.steps[-1]
-        return f"{step}__sample_weight" if has_fit_parameter(final, "sample_weight") else None
-    # has_fit_parameter looks for an explicit parameter: fit(X, y, **kwargs) (fairlearn's
-    # ExponentiatedGradient) does not count, since there the weights would not reach the loss.
-    return "sample_weight" if has_fit_parameter(estimator, "sample_weight") else None
-
-
 def _score_method(estimator: Any) -> ScoreMethod:
     # Post-processors first: ThresholdOptimizer also has a _pmf_predict, but it needs the group
     # and its "scores" are mixing weights between group thresholds, not a ranking of rows.
@@ -602,9 +538,6 @@ def _default_receives_group(model: Any) -> bool:
 
 
 def _mitigations() -> Mapping[str, type]:
-    # Imported late: simsys.mitigations builds on this module.
-    from simsys.mitigations import MITIGATIONS
-
     return MITIGATIONS
 
 

@@ -307,7 +307,7 @@ def design_from_scenario(scenario, *, effect: float, tpr: float = 0.8, group: st
     SimsysError
         For an unknown population or group label, or a group absent from the sample.
     """
-    from simsys.runner import GroupCoding
+    from simsys.groups import GroupCoding
     from simsys.simulate import build_plan, run_plan
 
     exp = scenario.spec.experiment or {}

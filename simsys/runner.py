@@ -52,6 +52,7 @@ import pandas as pd
 
 from simsys import metrics as M
 from simsys.errors import ModelError, RunError, ScenarioError
+from simsys.groups import GroupCoding
 from simsys.io import (
     MAX_PATIENTS,
     atomic_write,
@@ -133,8 +134,8 @@ class MethodChecks:
     """
 
     min_gap: float = 0.01
-    metric: str = "equal_opportunity_difference"
-    tolerance: float = 0.05
+    metric: str = M.DEFAULT_CHECK_METRIC
+    tolerance: float = M.DEFAULT_CHECK_TOLERANCE
 
 
 #: Group metrics and disparities whose recovery is reported (those present in the results).
@@ -375,45 +376,6 @@ def model_seed(replicate_seed: int, model_index: int) -> int:
 
 
 # --- one task ------------------------------------------------------------------------------------
-@dataclass
-class GroupCoding:
-    """Integer group codes (intersections of several group attributes) and their labels."""
-
-    nodes: list[str]
-    cards: list[int]
-    labels: list[str]
-    reference: int | None
-
-    @classmethod
-    def of(cls, scenario: Scenario) -> GroupCoding:
-        nodes = scenario.groups
-        cats = [scenario.categories(g) for g in nodes]
-        cards = [len(c) for c in cats]
-        labels = [" & ".join(f"{g}={c[i]}" for g, c, i in zip(nodes, cats, idx))
-                  for idx in itertools.product(*(range(k) for k in cards))]
-        ref = None
-        rg = scenario.spec.roles.reference_group
-        if rg:
-            from simsys.scenario import selector_code
-
-            idx = [selector_code(scenario, g, rg[g]) if g in rg else 0 for g in nodes]
-            ref = cls._combine(idx, cards)
-        return cls(nodes, cards, labels, ref)
-
-    @staticmethod
-    def _combine(idx, cards):
-        code = 0
-        for i, k in zip(idx, cards):
-            code = code * k + i
-        return code
-
-    def codes(self, cohort) -> np.ndarray:
-        code = np.zeros(cohort.n, dtype=np.int64)
-        for g, k in zip(self.nodes, self.cards):
-            code = code * k + cohort.column(g).astype(np.int64)
-        return code
-
-
 def _features(cohort, names: list[str], observed: bool) -> np.ndarray:
     cols = []
     obs = cohort.plan.observation.observed

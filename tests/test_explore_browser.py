@@ -77,9 +77,14 @@ def browser(tmp_path_factory):
 
 
 def wait_for(driver, condition, timeout=60.0):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        value = condition(driver)
+        try:
+            value = condition(driver)
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None  # the page re-rendered the element between finding and reading it
         if value:
             return value
         time.sleep(0.1)

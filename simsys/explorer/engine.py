@@ -555,8 +555,9 @@ class Engine:
                                     lambda: run_plan(plan, n, seed, start=start, filter=filt, threads=1))
 
     def _compute(self, s: dict) -> Snapshot:
+        from simsys.groups import GroupCoding
         from simsys.models import limit_threads
-        from simsys.runner import GroupCoding, replicate_seeds
+        from simsys.runner import replicate_seeds
 
         sc = self.scenario_at(s)
         spec = sc.spec
