@@ -230,7 +230,8 @@ def run(file, seed, output_dir, run_id, resume, workers, replicates, precision, 
     result = run_experiment(file, seed=seed, workers=workers, executor=executor, scheduler=scheduler,
                             output_dir=output_dir, run_id=run_id, resume=resume,
                             allow_imports=allow_imports, save_predictions=save_predictions,
-                            progress=True, replicates=replicates, timeout=timeout, precision=precision)
+                            progress=sys.stderr.isatty(), replicates=replicates, timeout=timeout,
+                            precision=precision)
     if nothing_succeeded(result) and result.run_dir is not None:
         raise SimsysError(f"{result.run_dir}: every cell failed ({len(result.errors)} error(s)); "
                           f"see {result.run_dir / 'errors.csv'}")
@@ -305,7 +306,7 @@ def stress(method, params, name, against, against_params, battery, scenarios, re
                         battery=battery, scenarios=[x for x in scenarios.split(",") if x] if scenarios else None,
                         replicates=replicates, seed=seed, workers=workers, executor=executor,
                         scheduler=scheduler, output_dir=output_dir, run_id=run_id, resume=resume,
-                        allow_imports=allow_imports, progress=True,
+                        allow_imports=allow_imports, progress=sys.stderr.isatty(),
                         echo=lambda m: click.echo(m, err=True))
     from simsys.render import stress_markdown
 

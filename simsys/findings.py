@@ -738,7 +738,7 @@ def _audit(view: RunView, metric, p, m, grp) -> list[Finding]:
     if why:
         t += (f"too few recorded cases among {grp} ({why}) for an audit with these labels to measure {m}'s "
               f"{name} gap.")
-        verdict = TOO_FEW
+        verdict, remedy = TOO_FEW, _remedy_cases(view, o_a)
     else:
         remedy = None
         t += (f"an audit with them would measure {m}'s {name} gap as {t.num(obs_gap.value, 'pp', (*so, 'value'))} "

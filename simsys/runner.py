@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -478,7 +479,8 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
     features = list(spec.roles.features)
     coding = GroupCoding.of(sc)
     G = len(coding.labels)
-    with limit_threads(1):
+    with limit_threads(1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         t0 = time.perf_counter()
         n_train = spec.populations[experiment.train].n
         biased = cache.cohort(build_plan(sc, experiment.train, biased=True), n_train, seed)
@@ -638,7 +640,19 @@ def run_task(scenario: Scenario, experiment: Experiment, point_index: int, repli
         frame[path] = value
     return {"rows": frame, "errors": errors, "predictions": predictions,
             "timings": {"sampling": t_sample, "fitting": t_fit, "metrics": t_metrics},
-            "n_train_biased": int(m), "n_train_clean": int(clean.n)}
+            "n_train_biased": int(m), "n_train_clean": int(clean.n),
+            "warnings": _distinct_warnings(caught)}
+
+
+def _distinct_warnings(caught) -> list[str]:
+    """The library warnings a cell raised (e.g. a fit that did not converge), once each: they go
+    to ``run.log`` rather than scattered over the terminal between progress and results."""
+    out = []
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).strip()}"
+        if text not in out:
+            out.append(_clip(text, 300))
+    return out[:20]
 
 
 #: Reason recorded on the threshold row of a method that makes hard predictions: the experiment's
@@ -1323,6 +1337,8 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
                 for e in res["errors"]:
                     log.warning("cell point=%s replicate=%s model=%s training=%s failed: %s",
                                 e["point"], e["replicate"], e.get("model"), e.get("training"), e["error"])
+                for w in res.get("warnings") or []:
+                    log.info("cell point=%s replicate=%s: %s", key[0], key[1], w)
 
         warmed = False
         while True:  # one pass per batch of replicates (one pass without experiment.precision)
