@@ -1213,6 +1213,9 @@ def run(scenario: Scenario | str | os.PathLike, *, seed: int | None = None, work
     timeout : float
         Dask: seconds to wait for the scheduler to answer, and for a worker while the cluster
         has none; then the run stops with an error (and can be resumed).
+    progress : bool or a progress bar
+        Show a progress bar of the cells on stderr; a tqdm-like object (with ``update``) is used
+        instead of a new bar and left open (``simsys stress`` passes one bar for its battery).
     precision : float, optional
         Add replicates in batches until every headline interval is at most this half-width
         (``experiment.precision``, whose ``max_replicates`` and ``batch`` apply); the manifest
@@ -1495,7 +1498,25 @@ def _warm_kernels(scenario: Scenario, experiment: Experiment, seed: int) -> None
     M.binary_metrics(y, y, np.full(y.shape, 0.5), np.zeros(y.shape, np.int64), 1)
 
 
+class _SharedBar:
+    """A progress bar owned by the caller (``simsys stress``: one bar over the whole battery): the
+    run adds its cells to it and leaves it open."""
+
+    def __init__(self, bar, initial: int) -> None:
+        self.bar = bar
+        if initial:
+            bar.update(initial)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total, initial, enabled):
+    if hasattr(enabled, "update"):
+        return _SharedBar(enabled, initial)
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="cells", unit="cell", file=sys.stderr)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import sys
 import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,8 +294,10 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
     prepared = [battery_scenario(e, replicates=replicates) for e in entries]
     from simsys.runner import parse_experiment
 
+    total_cells = 0
     for sc, base_spec in prepared:  # and every model (the method included) is built once
-        parse_experiment(sc, allow_imports=allow_imports, models=[base_spec, *models])
+        exp = parse_experiment(sc, allow_imports=allow_imports, models=[base_spec, *models])
+        total_cells += len(exp.points) * exp.replicates
     sdir = None
     if resume is not None:
         sdir = Path(resume)
@@ -312,6 +315,11 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
                 "replicates": replicates, "seed": seed, "comparators": list(comps)}
         atomic_write(sdir / "stress.json", lambda t: Path(t).write_text(json.dumps(meta, indent=2, default=str)))
     result = StressResult(spec["name"], other["name"] if other else None, sdir)
+    bar = None
+    if progress:  # one bar over the whole battery
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_cells, desc="battery", unit="cell", file=sys.stderr)
     rows: list[dict] = []
     from simsys.findings import compare_methods, stress_scores
 
@@ -322,7 +330,7 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
         baseline = base_spec["name"]
         sub = sdir / label if sdir is not None else None
         kw = dict(workers=workers, executor=executor, scheduler=scheduler, allow_imports=allow_imports,
-                  progress=progress, models=[base_spec, *models])
+                  progress=bar if bar is not None else False, models=[base_spec, *models])
         if sub is not None and (sub / "run" / "manifest.json").is_file():
             res = run(None, resume=sub / "run", **kw)  # a scenario the interrupted battery had started
         else:
@@ -335,6 +343,8 @@ def stress(method: Any, *, params: Mapping | None = None, name: str | None = Non
         result.findings += f
         if other is not None:
             result.findings += compare_methods(res.view, label, spec["name"], other["name"])
+    if bar is not None:
+        bar.close()
     result.leaderboard = pd.DataFrame(rows)
     if sdir is not None:
         _write(result)
