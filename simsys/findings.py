@@ -1073,6 +1073,7 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
     pair = group_pair(view, "tpr", hi)
     rows: list[dict] = []
     out: list[Finding] = []
+    tol = float((view.manifest.get("method_checks") or {}).get("tolerance", DEFAULT_CHECK_TOLERANCE))
     if pair is None:
         return rows, out
     grp, ref = pair
@@ -1122,7 +1123,12 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
                                    "|gap| of the method minus |gap| of the baseline, paired by replicate",
                                    {"replicates": worse.replicates}, t.text(), t.numbers))
             flag = est["fair_only_observed"]
-            if flag.defined and flag.events:
+            g_t0, g_r0 = est["tpr_gap.truth"], est["tpr_gap.recorded"]
+            # "only hides the gap": an audit with the recorded labels sees parity (|gap| within the
+            # tolerance) while the true gap's whole 95% interval lies outside that tolerance
+            hides = (g_r0.defined and abs(g_r0.value) <= tol and g_t0.has_interval
+                     and (g_t0.lo > tol or g_t0.hi < -tol))
+            if hides:
                 t = _Text()
                 src_f = ("flags", (p, m, "biased", "truth", "method", "",
                                    "fair_only_against_observed.equal_opportunity_difference"))
@@ -1130,15 +1136,18 @@ def stress_scores(view: RunView, scenario_label: str, models: Sequence[str], bas
                 g_r, s_r = _contrast(view, _oriented_gap_terms(p, m, grp, ref, "observed"), rate=True)
                 t += (f"{scenario_label}, at {_setting(t, view, p)}: {m} only hides the gap from an audit: its "
                       f"true-positive-rate gap ({grp} minus {ref}) was {t.num(g_r.value, 'pp', (*s_r, 'value'))} "
-                      f"percentage points against the recorded labels but {t.num(g_t.value, 'pp', (*s_t, 'value'))} "
-                      f"against the truth, and it looked fair only against the recorded labels in "
-                      f"{t.num(flag.events, 'int', src_f)} of {t.num(flag.replicates, 'int', ('replicates',))} replicates.")
+                      f"percentage points against the recorded labels, within the "
+                      f"{t.num(tol, 'upp', ('constant', 'tolerance', tol))}-point tolerance of the fairness check, "
+                      f"but {t.num(g_t.value, 'pp', (*s_t, 'value'))} against the truth"
+                      f"{_iv(t, g_t, 'pp', s_t)}; it looked fair only against the recorded labels in "
+                      f"{t.num(flag.events or 0, 'int', src_f)} of {t.num(flag.replicates, 'int', ('replicates',))} replicates.")
                 out.append(Finding(f"stress/hides/{scenario_label}/{p}/{m}", "stress_hides",
                                    _subject(view, point=p, model=m, metric="tpr", groups=(grp, ref),
                                             scenario=scenario_label),
                                    {"gap_truth": g_t, "gap_recorded": g_r, "share_flagged": flag}, SUPPORTED,
-                                   "per replicate, the method's equal-opportunity difference against the recorded "
-                                   "labels and against the truth", {"replicates": R}, t.text(), t.numbers))
+                                   "the true-positive-rate gap against the recorded labels within the fairness "
+                                   "check's tolerance, and its paired 95% interval against the truth outside it",
+                                   {"replicates": R}, t.text(), t.numbers))
     return rows, out
 
 

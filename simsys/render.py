@@ -201,14 +201,14 @@ def stress_markdown(result, ranking) -> str:
         out += [f"Compared with: {result.against} (paired, the same patients).", ""]
     out += ["## Ranking", "",
             "Methods ranked by how often they make the true gap worse than their baseline, then how often "
-            "they only hide it from an audit, then by mean recovery of the baseline's bias-caused "
+            "they only hide it from an audit, then by median recovery of the baseline's bias-caused "
             "equal-opportunity gap over the battery's points (1 = all of it, 0 = none).", ""]
     if ranking is not None and len(ranking):
-        header = ["model", "makes the gap worse", "only hides the gap", "mean recovery", "points scored",
+        header = ["model", "makes the gap worse", "only hides the gap", "median recovery", "points scored",
                   "mean accuracy change vs baseline (pp)"]
         rows = [[r["model"], fmt(r["makes_gap_worse"], "int"), fmt(r["only_hides_gap"], "int"),
-                 fmt(r["mean_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
-                 fmt(r["mean_accuracy_cost_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
+                 fmt(r["median_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
+                 fmt(r["mean_accuracy_change_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
         out += [*_table_md(header, rows), ""]
     fails = result.failures()
     out += [f"## Where {result.method} fails", ""]
@@ -224,7 +224,8 @@ def stress_markdown(result, ranking) -> str:
         out += [f"## {result.method} against {result.against}", ""]
         out += [f"- {f.text}" + ("" if f.verdict == "supported" else f" *({f.verdict})*") for f in against] + [""]
     out += ["## The leaderboard's metrics", ""] + [f"- `{k}`: {v}" for k, v in STRESS_METRICS.items()]
-    out += ["", "Every scenario's own run, with its report, is in its sub-folder.", ""]
+    out += ["", "Every scenario's own run is in its sub-folder (`<scenario>/run/`; `simsys report` on it "
+            "draws its report).", ""]
     return "\n".join(out)
 
 

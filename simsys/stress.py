@@ -365,23 +365,28 @@ def _read_meta(sdir: Path) -> dict:
 
 
 def ranking(result: StressResult) -> pd.DataFrame:
-    """Methods ranked by their mean recovery of the equal-opportunity gap over the battery's
-    points, with the number of places where each makes the true gap worse or only hides it."""
+    """The methods ranked: fewest places where each makes the true gap worse than its baseline,
+    then fewest where it only hides the gap from an audit, then the highest median recovery of the
+    baseline's bias-caused equal-opportunity gap over the battery's points (the median: a ratio
+    over a small gap can be large either way). Each scenario's own baseline is one row,
+    ``baseline``."""
     lb = result.leaderboard
     if lb.empty:
         return pd.DataFrame()
+    lb = lb.assign(model=lb["model"].where(lb["model"] != lb["baseline"], "baseline"))
     rec = lb[lb["metric"] == "recovery.equal_opportunity_difference"]
     cost = lb[lb["metric"] == "accuracy_cost"]
     out = []
     for m, sub in rec.groupby("model", sort=False):
-        worse = sum(1 for f in result.findings if f.kind == "stress_worse" and f.subject.get("model") == m)
-        hides = sum(1 for f in result.findings if f.kind == "stress_hides" and f.subject.get("model") == m)
-        out.append({"model": m, "mean_recovery": sub["estimate"].mean(skipna=True),
+        def count(kind, m=m):
+            return sum(1 for f in result.findings if f.kind == kind and f.subject.get("model") == m)
+
+        out.append({"model": m, "median_recovery": sub["estimate"].median(skipna=True),
                     "points_scored": int(sub["estimate"].notna().sum()), "points": len(sub),
-                    "mean_accuracy_cost_pp": 100 * cost[cost["model"] == m]["estimate"].mean(skipna=True),
-                    "makes_gap_worse": worse, "only_hides_gap": hides})
-    frame = pd.DataFrame(out).sort_values(["makes_gap_worse", "only_hides_gap", "mean_recovery"],
-                                          ascending=[True, True, False], kind="stable")
+                    "mean_accuracy_change_pp": 100 * cost[cost["model"] == m]["estimate"].mean(skipna=True),
+                    "makes_gap_worse": count("stress_worse"), "only_hides_gap": count("stress_hides")})
+    frame = pd.DataFrame(out).sort_values(["makes_gap_worse", "only_hides_gap", "median_recovery"],
+                                          ascending=[True, True, False], kind="stable", na_position="last")
     return frame.reset_index(drop=True)
 
 

@@ -125,3 +125,29 @@ def test_unknown_scenario_is_a_one_line_error(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.startswith("error: unknown scenario 'nope'; the library has: ")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_method_that_only_hides_the_gap_is_flagged_and_its_numbers_check_out():
+    """eGFR with the 2009 (race-coefficient) labels: reweighing equalises the TPRs measured with the
+    recorded labels, while against the truth Black patients' CKD is still missed far more."""
+    from test_findings import NUMBER, Twin  # the independent twin of the estimators
+
+    res = stress("reweighing", scenarios=["egfr_race"], replicates=3)
+    hides = [f for f in res.failures() if f.kind == "stress_hides"]
+    assert hides, [f.text for f in res.findings]
+    run_ = res.runs["egfr_race"]
+    twin = Twin(run_.results, run_.manifest)
+    for f in hides + [f for f in res.findings if f.kind == "stress_worse"]:
+        gt, gr = f.quantities["gap_truth"], f.quantities["gap_recorded"]
+        assert abs(gr.value) <= 0.05 and (gt.lo > 0.05 or gt.hi < -0.05)
+        printed = {n.text for n in f.numbers}
+        text = f.text
+        settings = [n.text for n in f.numbers if n.style == "setting"]
+        for label in sorted((*run_.view.groups, *run_.view.models, *run_.view.paths, "egfr_race", *settings),
+                            key=len, reverse=True):
+            text = text.replace(label, " ")
+        assert all(tok.rstrip(",") in printed for tok in NUMBER.findall(text.replace("95% interval", ""))), f.text
+        for n in f.numbers:
+            from simsys.findings import fmt
+
+            assert fmt(twin.recompute(n, f), n.style) == n.text, (n.source, n.text)

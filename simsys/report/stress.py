@@ -91,15 +91,15 @@ def write_stress_report(result, ranking: pd.DataFrame) -> Path:
         against = [f.text for f in result.findings if f.kind == "stress_against" and f.subject.get("scenario") == label]
         scenarios.append({"name": label, "img": _png(scenario_figure(lb, label, models, result.method)),
                           "fails": fails, "others": others, "against": against,
-                          "run": f"{label}/run/report.html" if result.run_dir is not None else None})
+                          "run": f"{label}/run" if result.run_dir is not None else None})
     rows = [[r["model"], fmt(r["makes_gap_worse"], "int"), fmt(r["only_hides_gap"], "int"),
-             fmt(r["mean_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
-             fmt(r["mean_accuracy_cost_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
+             fmt(r["median_recovery"], "ratio"), f"{fmt(r['points_scored'], 'int')} of {fmt(r['points'], 'int')}",
+             fmt(r["mean_accuracy_change_pp"] / 100, "pp")] for _, r in ranking.iterrows()]
     env = jinja2.Environment(loader=jinja2.PackageLoader("simsys.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     page = env.get_template("stress.html.j2").render(
         method=result.method, against=result.against, scenarios=scenarios, css=_static("report.css"),
-        ranking_header=["model", "makes the gap worse", "only hides the gap", "mean recovery", "points scored",
+        ranking_header=["model", "makes the gap worse", "only hides the gap", "median recovery", "points scored",
                         "mean accuracy change vs baseline (pp)"], ranking_rows=rows)
     path = result.run_dir / "stress.html"
     atomic_write(path, lambda t: Path(t).write_text(page, encoding="utf-8"))
