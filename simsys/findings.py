@@ -33,7 +33,7 @@ import pandas as pd
 
 from simsys import intervals as I
 from simsys.metrics import DEFAULT_CHECK_METRIC, DEFAULT_CHECK_TOLERANCE
-from simsys.summary import RATE_COUNTS, rate_counts
+from simsys.summary import METRIC_RANGE, RATE_COUNTS, rate_counts
 
 SUPPORTED = "supported"
 NOT_DISTINGUISHABLE = "not distinguishable"
@@ -253,8 +253,8 @@ class RunView:
                 names.append(nm)
         self.models = names + sorted(present - set(names) - {"data"})
         self.baseline = manifest.get("baseline")
-        self.methods = [m for m in self.models if self.has(0, m, "biased", "truth", "method", "", "recovery.accuracy")
-                        or any(k[1] == m and k[4] == "method" for k in self._arrays)]
+        with_method_rows = {k[1] for k in self._arrays if k[4] == "method"}
+        self.methods = [m for m in self.models if m in with_method_rows]
         #: ``roles.reference_group`` as a label, if the scenario names one
         self.fixed_reference = coding.labels[coding.reference] if coding.reference is not None else None
         #: the reference group of the metric being worded (set by :func:`build_findings`)
@@ -362,7 +362,7 @@ def _group_value(view: RunView, point, model, training, reference, group, metric
     if metric in RATE_COUNTS or metric.startswith("label_"):
         return _rate(view, point, model, training, reference, group, metric)
     a = view.values(point, model, training, reference, "group", group, metric)
-    bounds = (0.0, 1.0) if metric in ("auroc", "brier", "ece") else None
+    bounds = METRIC_RANGE.get(metric)
     return (I.mean_contrast([(1.0, a)], bounds=bounds),
             ("mean", (point, model, training, reference, "group", group, metric), bounds))
 

@@ -123,21 +123,40 @@ def t_quantile(df: float, level: float = LEVEL) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
+def t_quantiles(df, level: float = LEVEL) -> np.ndarray:
+    """:func:`t_quantile` for an array of degrees of freedom (NaN where df < 1)."""
+    from scipy import stats
+
+    df = np.asarray(df, dtype=np.float64)
+    out = np.full(df.shape, np.nan)
+    ok = df >= 1
+    out[ok] = stats.t.ppf(0.5 + level / 2, df[ok])
+    return out
+
+
 def _clip(lo: float, hi: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
     if bounds is None:
         return lo, hi
     return max(lo, bounds[0]), min(hi, bounds[1])
 
 
-def wilson(p: float, n: float, q: float) -> tuple[float, float]:
-    """Wilson's score interval for a proportion ``p`` from ``n`` cases at critical value ``q``."""
-    if not n > 0:
-        return math.nan, math.nan
-    q2 = q * q
-    den = 1.0 + q2 / n
-    centre = (p + q2 / (2 * n)) / den
-    half = q * math.sqrt(max(p * (1 - p) / n + q2 / (4 * n * n), 0.0)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(p, n, q):
+    """Wilson's score interval for a proportion ``p`` from ``n`` cases at critical value ``q``.
+
+    Works on numbers and, elementwise, on arrays (the summary table computes thousands at once);
+    NaN where ``n`` is not positive.
+    """
+    p, n, q = (np.asarray(v, dtype=np.float64) for v in (p, n, q))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(n > 0, n, np.nan)
+        q2 = q * q
+        den = 1.0 + q2 / n
+        centre = (p + q2 / (2 * n)) / den
+        half = q * np.sqrt(np.maximum(p * (1 - p) / n + q2 / (4 * n * n), 0.0)) / den
+    lo, hi = np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+    if lo.ndim == 0:
+        return float(lo), float(hi)
+    return lo, hi
 
 
 def _complete(*arrays: np.ndarray) -> np.ndarray:
@@ -318,4 +337,4 @@ def rate_withheld(est: Estimate, *, min_cases: int = MIN_CASES) -> str | None:
 
 __all__ = ["LEVEL", "MIN_CASES", "NAN", "Estimate", "mean_contrast", "pooled_rate", "rate_contrast",
            "rate_ratio", "rate_withheld", "replicate_share", "replicates_needed", "t_quantile",
-           "wilson"]
+           "t_quantiles", "wilson"]

@@ -52,6 +52,7 @@ __all__ = [
     "bootstrap_counts",
     "bootstrap_interval",
     "bootstrap_metrics",
+    "confusion_counts",
     "demographic_parity_difference",
     "demographic_parity_ratio",
     "difference",
@@ -386,6 +387,18 @@ def binary_metrics(y_true, y_pred, y_score, groups, n_groups, *, with_reasons: b
         for name in METRIC_NAMES
     }
     return values, reasons
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """TP, FP, FN, TN per group and overall: float64 array of shape (4, n_groups + 1)."""
+    y = y_true.astype(np.int64)
+    p = y_pred.astype(np.int64)
+    cell = groups.astype(np.int64) * 4 + (1 - y) * 2 + (1 - p)  # tp=0, fn=1, fp=2, tn=3 within a group
+    c = np.bincount(cell, minlength=4 * n_groups).reshape(n_groups, 4).astype(np.float64)
+    out = np.empty((4, n_groups + 1))
+    out[:, :n_groups] = c[:, [0, 2, 1, 3]].T
+    out[:, n_groups] = out[:, :n_groups].sum(axis=1)
+    return out
 
 
 def underdiagnosis_rate(y_true, y_pred, groups, n_groups) -> np.ndarray:

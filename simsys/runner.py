@@ -662,21 +662,9 @@ OWN_OPERATING_POINT = "hard predictions: the method sets its own operating point
 COUNTS = ("tp", "fp", "fn", "tn")
 
 
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """TP, FP, FN, TN per group and overall: float64 array of shape (4, n_groups + 1)."""
-    y = y_true.astype(np.int64)
-    p = y_pred.astype(np.int64)
-    cell = groups.astype(np.int64) * 4 + (1 - y) * 2 + (1 - p)  # tp=0, fn=1, fp=2, tn=3 within a group
-    c = np.bincount(cell, minlength=4 * n_groups).reshape(n_groups, 4).astype(np.float64)
-    out = np.empty((4, n_groups + 1))
-    out[:, :n_groups] = c[:, [0, 2, 1, 3]].T
-    out[:, n_groups] = out[:, :n_groups].sum(axis=1)
-    return out
-
-
 def _count_rows(rows: list, model: str, training: str, reference: str, coding: GroupCoding,
                 y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> None:
-    c = confusion_counts(y_true, y_pred, groups, len(coding.labels))
+    c = M.confusion_counts(y_true, y_pred, groups, len(coding.labels))
     for ci, k in enumerate(COUNTS):
         for gi in range(c.shape[1]):
             rows.append((model, training, reference, "counts", _glabel(coding, gi), k, float(c[ci, gi]), None))

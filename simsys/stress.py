@@ -120,14 +120,9 @@ def load_battery(path: str | os.PathLike | None = None, *, scenarios: Sequence[s
         out.append(BatteryEntry(str(e["scenario"]), sweep, float(scale), reps, e.get("baseline"),
                                 str(e.get("note", ""))))
     if scenarios:
+        # in the order asked for; a scenario the battery does not list runs at its own settings
         names = {Path(x.scenario).stem: x for x in out}
-        missing = [s for s in scenarios if s not in names]
-        if missing:
-            # a scenario the battery does not list is run at its own settings
-            out_extra = [BatteryEntry(s) for s in missing]
-        else:
-            out_extra = []
-        out = [names[s] for s in scenarios if s in names] + out_extra
+        out = [names.get(s) or BatteryEntry(s) for s in scenarios]
     return out
 
 

@@ -99,7 +99,7 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
     ``n_replicates`` (replicates that entered), and ``mean`` / ``sd`` over replicates.
 
     Vectorised over keys (a run has thousands); the numbers equal those of the scalar estimators
-    in :mod:`simsys.intervals` (a test checks).
+    in :mod:`simsys.intervals` (``tests/test_summary.py`` checks every row).
     """
     if results.empty:
         return pd.DataFrame()
@@ -124,7 +124,7 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
     est = mean.copy()
     lo = np.full(K, np.nan)
     hi = np.full(K, np.nan)
-    method = np.full(K, "mean-t", dtype=object)
+    method = np.where(cnt > 0, "mean-t", "undefined").astype(object)
     cases = np.full(K, np.nan)
     events = np.full(K, np.nan)
     n_rep = cnt.astype(np.int64)
@@ -136,7 +136,7 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
     bounds = {pm: _bounds(*pm) for pm in set(pairs)}
     blo = np.array([(bounds[pm] or (-math.inf, math.inf))[0] for pm in pairs])
     bhi = np.array([(bounds[pm] or (-math.inf, math.inf))[1] for pm in pairs])
-    q = _t975(cnt - 1)
+    q = I.t_quantiles(cnt - 1)
     with np.errstate(invalid="ignore"):
         half = np.where(cnt > 1, q * sd / np.sqrt(np.maximum(cnt, 1)), np.nan)
     lo, hi = np.maximum(mean - half, blo), np.minimum(mean + half, bhi)
@@ -165,16 +165,6 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
         frame[c] = res[c].to_numpy()[first]
     return frame[["point", *settings, *SUMMARY_KEYS[1:], "estimate", "lo", "hi", "n_replicates",
                   "method", "cases", "events", "mean", "sd"]]
-
-
-def _t975(df: np.ndarray) -> np.ndarray:
-    from scipy import stats
-
-    df = np.asarray(df, dtype=np.float64)
-    out = np.full(df.shape, np.nan)
-    ok = df >= 1
-    out[ok] = stats.t.ppf(0.5 + I.LEVEL / 2, df[ok])
-    return out
 
 
 def _pooled_rates(keys: pd.DataFrame, V: np.ndarray, est, lo, hi, method, cases, events, n_rep) -> None:
@@ -216,32 +206,12 @@ def _pooled_rates(keys: pd.DataFrame, V: np.ndarray, est, lo, hi, method, cases,
         z = np.where(ok, (x - p[:, None] * n) / (N / np.maximum(Rk, 1))[:, None], 0.0)
         var = np.where(Rk > 1, (z * z).sum(axis=1) / (Rk * np.maximum(Rk - 1, 1)), np.nan)
         neff = np.where((p > 0) & (p < 1) & (var > 0), p * (1 - p) / var, N)
-        q = _t975(Rk - 1)
-        q2 = q * q
-        den = 1.0 + q2 / neff
-        centre = (p + q2 / (2 * neff)) / den
-        half = q * np.sqrt(np.maximum(p * (1 - p) / neff + q2 / (4 * neff * neff), 0.0)) / den
+    lo_w, hi_w = I.wilson(p, neff, I.t_quantiles(Rk - 1))
     est[rows] = np.where(Rk > 0, p, np.nan)
-    lo[rows] = np.where(Rk > 1, np.maximum(0.0, centre - half), np.nan)
-    hi[rows] = np.where(Rk > 1, np.minimum(1.0, centre + half), np.nan)
+    lo[rows] = np.where(Rk > 1, lo_w, np.nan)
+    hi[rows] = np.where(Rk > 1, hi_w, np.nan)
     method[rows] = "wilson-deff"
     cases[rows], events[rows], n_rep[rows] = N, X, Rk
-
-
-def _estimate(key: tuple, a: np.ndarray, counts: dict) -> I.Estimate:
-    point, model, training, reference, scope, group, metric = key
-    if scope == "counts":
-        ok = a[np.isfinite(a)]
-        total = float(ok.sum()) if len(ok) else math.nan
-        return I.Estimate(total, math.nan, math.nan, len(ok), "sum")
-    if scope == "group":
-        c = counts.get((point, model, training, reference, group))
-        xn = rate_counts(c, metric) if c else None
-        if xn is not None:
-            return I.pooled_rate(*xn)
-    if scope == "method" and metric.startswith("fair_only_against_observed."):
-        return I.replicate_share(a)
-    return I.mean_contrast([(1.0, a)], bounds=_bounds(scope, metric))
 
 
 __all__ = ["LABEL_RATES", "METRIC_RANGE", "RATE_COUNTS", "rate_counts", "summarise"]

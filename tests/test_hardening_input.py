@@ -38,18 +38,7 @@ CORE = DATA / "core.yaml"
 BASE = yaml.safe_load(CORE.read_text())
 
 
-def _error(data: dict, source: str = "m.yaml") -> str:
-    with pytest.raises(ScenarioError) as info:
-        simsys.from_dict(data, source=source)
-    text = str(info.value)
-    assert "\n" not in text
-    return text
-
-
-def _changed(edit) -> dict:
-    d = copy.deepcopy(BASE)
-    edit(d)
-    return d
+from test_scenario import _changed, _error  # noqa: E402  (the same core.yaml helpers)
 
 
 def _file_error(tmp_path: Path, text: str, name: str = "s.yaml") -> str:

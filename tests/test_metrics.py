@@ -667,3 +667,15 @@ def test_fairness_differences_equal_the_single_functions(seed):
         "equalized_odds_difference": M.equalized_odds_difference(y, p, g),
         "underdiagnosis_gap": M.underdiagnosis_gap(y, p, g),
     }
+
+
+def test_confusion_counts_equal_a_loop_over_rows():
+    rng = np.random.default_rng(5)
+    y, p, g = rng.integers(0, 2, 500), rng.integers(0, 2, 500), rng.integers(0, 3, 500)
+    c = M.confusion_counts(y, p, g, 4)  # group 3 is empty
+    for gi in range(4):
+        sel = g == gi
+        want = [np.sum(sel & (y == 1) & (p == 1)), np.sum(sel & (y == 0) & (p == 1)),
+                np.sum(sel & (y == 1) & (p == 0)), np.sum(sel & (y == 0) & (p == 0))]
+        assert c[:, gi].tolist() == want
+    assert c[:, 4].tolist() == c[:, :4].sum(axis=1).tolist()

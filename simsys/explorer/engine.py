@@ -331,15 +331,12 @@ def pct(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
-#: The rates of a confusion matrix: (numerator, denominator cells), as in docs/metrics.md.
-RATES = {"fnr": ("fn", ("tp", "fn")), "tpr": ("tp", ("tp", "fn")), "fpr": ("fp", ("fp", "tn")),
-         "selection_rate": (("tp", "fp"), ("tp", "fp", "fn", "tn"))}
-
-
 def rate(cm: Mapping[str, int], name: str) -> Rate:
-    """A rate of a confusion matrix ``{tp, fp, fn, tn}``, with its counts."""
-    num, den = RATES[name]
-    num = (num,) if isinstance(num, str) else num
+    """A rate of a confusion matrix ``{tp, fp, fn, tn}``, with its counts (the cells of
+    :data:`simsys.summary.RATE_COUNTS`, as everywhere in simsys)."""
+    from simsys.summary import RATE_COUNTS
+
+    num, den = RATE_COUNTS[name]
     return Rate(int(sum(cm[k] for k in num)), int(sum(cm[k] for k in den)))
 
 
@@ -646,9 +643,8 @@ class Engine:
         yhat = (s_test >= thr).astype(np.int64)
         out = {"error": None, "threshold": float(thr), "n_train": len(y), "positives": int(y.sum())}
         for ref, yr in (("truth", y_t), ("recorded", r_t)):
-            idx = g_t * 4 + yr * 2 + yhat
-            counts = np.bincount(idx, minlength=4 * G).reshape(G, 4)
-            out[ref] = [{"tn": int(c[0]), "fp": int(c[1]), "fn": int(c[2]), "tp": int(c[3])} for c in counts]
+            c = M.confusion_counts(yr, yhat, g_t, G)
+            out[ref] = [{k: int(c[i, g]) for i, k in enumerate(("tp", "fp", "fn", "tn"))} for g in range(G)]
         score = None if fitted.hard_predictions_only else s_test
         vals = M.binary_metrics(y_t, yhat, score, g_t, G)
         out["auroc"] = [float(v) for v in vals["auroc"][:G]]

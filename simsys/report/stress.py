@@ -17,8 +17,7 @@ import pandas as pd
 
 from simsys.findings import fmt
 from simsys.io import atomic_write
-
-MODEL_COLOURS = ("#332288", "#117733", "#AA4499", "#44AA99", "#999933", "#882255", "#661100", "#6699CC")
+from simsys.report.figures import model_colour
 
 
 def _png(fig) -> str:
@@ -44,7 +43,7 @@ def scenario_figure(lb: pd.DataFrame, scenario: str, models: list[str], method: 
         return r.iloc[0] if len(r) else None
 
     for i, m in enumerate(models):
-        c = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+        c = model_colour(i)
         acc, gt, gr = get(m, "accuracy", hi), get(m, "tpr_gap.truth", hi), get(m, "tpr_gap.recorded", hi)
         if acc is not None and gt is not None:
             xerr = [[max(gt["estimate"] - gt["lo"], 0)], [max(gt["hi"] - gt["estimate"], 0)]] \
