@@ -17,7 +17,7 @@ With ``--reuse`` it instead times a scenario file's own run (default: the melano
 common-random-number work off and on (``simsys.runner.ReuseCache``: the clean twin, the test cohorts
 and the fits on them are computed once per replicate), checks the results are identical, and
 prints the speed-up (target: 1.5x or better on the melanoma default). A tiny warm-up run comes
-first, so that neither measured run pays for starting the process that forks the workers.
+first, so that neither measured run pays for the first reads from disk.
 
 Usage::
 
@@ -151,8 +151,8 @@ def time_reuse(args) -> None:
     from simsys.scenario import load_scenario
 
     sc = load_scenario(args.scenario)
-    # a tiny warm-up run first: the worker processes come from a fork server started once per
-    # process (simsys.runner._worker_context); neither measured run should pay for starting it
+    # a tiny warm-up run first, so that neither measured run pays for reading numba's cache and
+    # the libraries from disk the first time
     run(HERE.parent / "tests" / "data" / "runner_small.yaml", output_dir=None, workers=args.workers,
         replicates=2)
     walls, results = {}, {}

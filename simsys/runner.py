@@ -866,23 +866,16 @@ def _watch_parent(run_pid: int, forked_by: int) -> None:
             os._exit(1)
 
 
-_PRELOADED = False
-
-
 def _worker_context(mp):
-    """Where local workers come from: a fork server that has imported simsys.runner once (and with
-    it pandas, scikit-learn, numba's cached kernels), so that a worker starts in milliseconds
-    instead of re-importing everything (about 3 s each, every run; a stress battery runs many).
-    The server is a fresh, single-threaded interpreter, so forking it is safe; it ends with this
-    process. Where there is no fork server (Windows), workers are spawned."""
-    global _PRELOADED
-    if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - Windows
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    if not _PRELOADED:
-        ctx.set_forkserver_preload(["simsys.runner"])
-        _PRELOADED = True
-    return ctx
+    """Where local workers come from: fresh interpreters (``spawn``).
+
+    Not a fork server, although one that imported simsys once would start workers in
+    milliseconds: Python 3.11's fork server ignores the run's ``sys.path``, so its workers would
+    import ``simsys`` from the current working directory when one is there -- another copy than
+    the run's, and code from a folder the user did not ask to run. ``spawn`` gives each worker the
+    run's own ``sys.path`` before it imports anything of simsys.
+    """
+    return mp.get_context("spawn")
 
 
 # --- the run ---------------------------------------------------------------------------------------

@@ -775,3 +775,21 @@ def test_a_dask_cluster_without_workers_times_out(tmp_path):
         f"or give a longer --timeout; the finished cells are kept; finish the run with: simsys run "
         f"--resume {run_dir}")
     assert _manifest(run_dir)["status"] == "running"
+
+
+@pytest.mark.slow
+def test_workers_import_the_runs_own_simsys_not_a_folder_in_the_working_directory(tmp_path):
+    """A ``simsys/`` folder in the working directory (a downloaded project, say) is not code the user
+    asked to run: the worker processes of ``simsys run`` must import the same simsys as the run."""
+    exe = Path(sys.executable).with_name("simsys")
+    if not exe.is_file():
+        pytest.skip("the simsys console script is not installed beside this Python")
+    decoy = tmp_path / "simsys"
+    decoy.mkdir()
+    marker = tmp_path / "DECOY_RAN"
+    (decoy / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nraise ImportError('decoy')\n")
+    proc = subprocess.run([str(exe), "run", str(DATA / "runner_small.yaml"), "--workers", "2", "--no-report",
+                           "--output-dir", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
