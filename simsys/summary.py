@@ -8,6 +8,8 @@ metric); the summary has one row per the same key without the replicate. Each ro
 - per-group rates (TPR, FNR, ...; and the training labels' ``label_*`` rates) are pooled from the
   confusion counts the runner records (scope ``counts``), with a Wilson design-effect interval;
   ``cases`` and ``events`` give the support ("15 of 26");
+- a rate's difference to the reference group (``<rate>_minus_reference``) is the difference of
+  the two pooled rates, paired by replicate (the estimate the findings' gaps use);
 - everything else is the mean over replicates with a t interval, intersected with the quantity's
   range (a max - min gap of rates stays in [0, 1], a difference of two gaps in [-1, 1]);
 - ``fair_only_against_observed`` flags are the share of replicates flagged, with a Wilson interval;
@@ -151,6 +153,10 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
     # per-group rates: pooled from the confusion counts, Wilson at the effective sample size
     _pooled_rates(keys, V, est, lo, hi, method, cases, events, n_rep)
 
+    # a rate's difference to the reference group: the contrast of pooled rates, paired by replicate
+    # (the same estimate as the findings' gaps)
+    _rate_differences(keys, V, est, lo, hi, method, cases, n_rep)
+
     # flags: the share of replicates flagged
     for i in np.flatnonzero((scope == "method") & pd.Series(metric).str.startswith("fair_only_against_observed.").to_numpy()):
         e = I.replicate_share(V[i])
@@ -165,6 +171,41 @@ def summarise(results: pd.DataFrame, experiment=None) -> pd.DataFrame:
         frame[c] = res[c].to_numpy()[first]
     return frame[["point", *settings, *SUMMARY_KEYS[1:], "estimate", "lo", "hi", "n_replicates",
                   "method", "cases", "events", "mean", "sd"]]
+
+
+def _rate_differences(keys: pd.DataFrame, V: np.ndarray, est, lo, hi, method, cases, n_rep) -> None:
+    """Fill the ``<rate>_minus_reference`` rows (in place) with :func:`simsys.intervals.rate_contrast`.
+
+    The reference group is the one group of the cell that has confusion counts but no
+    ``_minus_reference`` row (the runner writes one per other group)."""
+    suffix = "_minus_reference"
+    is_diff = (keys["scope"] == "disparity") & keys["metric"].str.endswith(suffix)
+    if not is_diff.any():
+        return
+    cell = ["point", "model", "training", "reference"]
+    counts: dict[tuple, dict[str, np.ndarray]] = {}
+    for i in np.flatnonzero((keys["scope"] == "counts").to_numpy()):
+        r = keys.iloc[i]
+        counts.setdefault((*(r[c] for c in cell), r["group"]), {})[r["metric"]] = V[i]
+    compared: dict[tuple, set] = {}
+    for i in np.flatnonzero(is_diff.to_numpy()):
+        r = keys.iloc[i]
+        compared.setdefault((*(r[c] for c in cell), r["metric"]), set()).add(r["group"])
+    for i in np.flatnonzero(is_diff.to_numpy()):
+        r = keys.iloc[i]
+        base = r["metric"][: -len(suffix)]
+        if base not in RATE_COUNTS:
+            continue
+        head = tuple(r[c] for c in cell)
+        have = {g for (*h, g) in counts if tuple(h) == head and g not in ("", "overall")}
+        refs = have - compared[(*head, r["metric"])]
+        mine = counts.get((*head, r["group"]))
+        if len(refs) != 1 or mine is None:
+            continue
+        xa, na = rate_counts(mine, base)
+        xb, nb = rate_counts(counts[(*head, refs.pop())], base)
+        e = I.rate_contrast([(1.0, xa, na), (-1.0, xb, nb)])
+        est[i], lo[i], hi[i], method[i], cases[i], n_rep[i] = e.value, e.lo, e.hi, e.method, e.cases, e.replicates
 
 
 def _pooled_rates(keys: pd.DataFrame, V: np.ndarray, est, lo, hi, method, cases, events, n_rep) -> None:
